@@ -1,0 +1,208 @@
+"""Command line: flags and file -> Config -> source -> collection loop -> metrics -> HTTP.
+
+Read top to bottom, this is the whole data flow of the exporter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client import Counter
+from prometheus_client.exposition import generate_latest
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+
+from exporter import __version__
+from exporter import log as logs
+from exporter.collect import CollectionLoop
+from exporter.config import Config, ConfigError, Overrides, load
+from exporter.demo import DemoDatabase
+from exporter.metrics import SnapshotCollector
+from exporter.mysql import MySQLSource
+from exporter.source import Source
+from exporter.sqlite import SQLiteSource
+from exporter.web import ListenError, Routes, Server
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="tasks_exporter",
+        description="Prometheus exporter: task counts per status from a MySQL/MariaDB table.",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        type=Path,
+        metavar="PATH",
+        help="TOML configuration file",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration and credentials files, then exit",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="run one collection, print the metrics and exit (non-zero on failure)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve an embedded SQLite demo database instead of a configured one",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="address to listen on, repeatable (default :9775)",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        metavar="PATH",
+        help="path of the metrics (default /metrics)",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        metavar="LEVEL",
+        help="debug, info, warn or error (default info)",
+    )
+    parser.add_argument(
+        "--log.format", dest="log_format", metavar="FORMAT", help="logfmt or json (default logfmt)"
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.version:
+        print(f"tasks_exporter, version {__version__} (python {platform.python_version()})")
+        return EXIT_OK
+    overrides = Overrides(
+        listen_addresses=tuple(args.listen),
+        telemetry_path=args.telemetry_path,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        demo=args.demo,
+    )
+    try:
+        config = load(args.config_file, overrides, os.environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"tasks_exporter: config error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.config_check:
+        print(f"tasks_exporter: configuration is valid ({config.database.describe()})")
+        return EXIT_OK
+    logger = logs.setup(config.log.level, config.log.format)
+    with contextlib.ExitStack() as stack:
+        demo_path = None
+        if config.database.demo:
+            demo_path = (
+                stack.enter_context(DemoDatabase()).path if not args.once else DemoDatabase().path
+            )
+        source = make_source(config, demo_path)
+        stack.callback(source.close)
+        collection = CollectionLoop(source, config.tasks, config.collection, logger=logger)
+        if args.once:
+            return once(collection)
+        return serve(config, collection, logger)
+
+
+def make_source(config: Config, demo_path: Path | None) -> Source:
+    db, timeout = config.database, config.collection.timeout
+    if db.driver == "sqlite":
+        return SQLiteSource(demo_path or Path(db.path), config.tasks, timeout=timeout)
+    return MySQLSource(db, config.tasks, timeout=timeout)
+
+
+def once(collection: CollectionLoop) -> int:
+    """The installer's check: one collection, its metrics on stdout, the reason on failure."""
+    snapshot = collection.collect_once()
+    if not snapshot.up:
+        print(f"tasks_exporter: collection failed: {snapshot.error}", file=sys.stderr)
+        return EXIT_FAILURE
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(lambda: snapshot, __version__))
+    sys.stdout.write(generate_latest(registry).decode("utf-8"))
+    return EXIT_OK
+
+
+def serve(config: Config, collection: CollectionLoop, logger: logging.Logger) -> int:
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(lambda: collection.snapshot, __version__))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    refused = Counter(
+        "tasks_exporter_allowlist_refused_connections",
+        "Connections closed at accept because the client is not in web.allow.",
+        registry=registry,
+    )
+    routes = Routes(
+        registry=registry,
+        snapshot=lambda: collection.snapshot,
+        telemetry_path=config.web.telemetry_path,
+        version=__version__,
+        source=config.database.describe(),
+    )
+    server = Server(routes=routes, web=config.web, refused_total=refused, logger=logger)
+    return asyncio.run(_run(server, collection, config, logger))
+
+
+async def _run(
+    server: Server, collection: CollectionLoop, config: Config, logger: logging.Logger
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except ListenError as exc:
+        logger.error("cannot start", extra={"kv": {"err": str(exc)}})  # noqa: TRY400 - one clear line, no traceback
+        return EXIT_FAILURE
+    logger.info(
+        "tasks_exporter started",
+        extra={
+            "kv": {
+                "version": __version__,
+                "listen": ",".join(_format(a) for a in server.addresses),
+                "source": config.database.describe(),
+                "interval_seconds": config.collection.interval,
+            }
+        },
+    )
+    collection.start()
+    await stop.wait()
+    logger.info("shutting down")
+    await server.stop()
+    collection.stop()
+    return EXIT_OK
+
+
+def _format(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def run() -> None:
+    sys.exit(main())

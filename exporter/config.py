@@ -1,0 +1,515 @@
+"""Configuration: a TOML file plus flags, validated once into frozen dataclasses.
+
+Every problem is collected and reported together in one ConfigError, one line per problem, each
+naming the setting (or the flag) it comes from. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from exporter.secret import (
+    Secret,
+    SecretError,
+    password_from_credential,
+    password_from_file,
+    read_option_file,
+)
+
+T = TypeVar("T")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_PORT = 9775
+DEFAULT_LISTEN = f":{DEFAULT_PORT}"
+DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
+DEFAULT_STATUSES = ("Success", "Pending", "Failed")
+LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_FORMATS = ("logfmt", "json")
+RESERVED_PATHS = ("/", "/-/healthy", "/-/ready")
+
+# Unquoted-identifier characters; anything else in a table or column name is refused, and what is
+# accepted is still quoted, so an identifier can never carry SQL.
+_IDENTIFIER = re.compile(r"[\w$]{1,64}")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """Every problem found in the configuration, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str  # "" means every interface (dual-stack where the host has IPv6)
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    driver: Literal["mysql", "sqlite"]
+    host: str = "127.0.0.1"
+    port: int = 3306
+    socket: str | None = None
+    user: str = ""
+    password: Secret | None = None
+    database: str = ""
+    path: str = ""  # sqlite only
+    demo: bool = False
+
+    def describe(self) -> str:
+        """Where the data comes from, for logs and the landing page (never the password)."""
+        if self.driver == "sqlite":
+            return "embedded demo database" if self.demo else f"sqlite:{self.path}"
+        where = self.socket or f"{self.host}:{self.port}"
+        return f"mysql://{self.user}@{where}/{self.database}"
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    table: tuple[str, ...] = ("tasks",)  # one part, or schema and table
+    status_column: str = "task_status"
+    filter: str | None = None
+    expected_statuses: tuple[str, ...] = DEFAULT_STATUSES
+    max_statuses: int = 30
+    other_status: str = "other"
+    null_status: str = "NULL"
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    interval: float = 15.0
+    timeout: float = 5.0
+    staleness: float = 60.0
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    listen_addresses: tuple[ListenAddress, ...] = (ListenAddress("", DEFAULT_PORT),)
+    telemetry_path: str = "/metrics"
+    allow: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in DEFAULT_ALLOW)
+    max_connections: int = 100
+    request_timeout: float = 10.0
+    idle_timeout: float = 75.0
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "logfmt"
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Values given as flags; they win over the file."""
+
+    listen_addresses: tuple[str, ...] = ()
+    telemetry_path: str | None = None
+    log_level: str | None = None
+    log_format: str | None = None
+    demo: bool = False
+
+
+# Flags that override a setting, so a problem is reported under the name the user typed.
+_FLAG_NAMES = {
+    "web.listen_addresses": "--web.listen-address",
+    "web.telemetry_path": "--web.telemetry-path",
+    "log.level": "--log.level",
+    "log.format": "--log.format",
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a Prometheus-style duration string such as "15s" or "1m30s"."""
+    if isinstance(value, bool):
+        raise ValueError('must be a duration such as 15 or "15s"')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        position, seconds = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != position:
+                break
+            seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+            position = match.end()
+        if not text or position != len(text):
+            raise ValueError(f'must be a duration such as "15s", "500ms" or "1m", got {value!r}')
+    else:
+        raise ValueError(f'must be a duration such as 15 or "15s", got {value!r}')
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"must be a positive duration, got {value!r}")
+    return seconds
+
+
+def parse_listen_address(text: str) -> ListenAddress:
+    """`host:port`, `[v6]:port` or `:port` (every interface)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ValueError(f"must be host:port, [ipv6]:port or :port, got {text!r}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"unbalanced brackets in {text!r}")
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in {text!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"write IPv6 addresses in brackets, as [{host}]:{port_text}")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535, got {port_text!r} in {text!r}")
+    return ListenAddress(host, int(port_text))
+
+
+def parse_network(text: str) -> Network:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as exc:
+        if "has host bits set" in str(exc):
+            loose = ipaddress.ip_network(text.strip(), strict=False)
+            raise ValueError(f"{text!r} has host bits set; did you mean {loose}?") from None
+        raise ValueError(f"{text!r} is not an IPv4 or IPv6 network (CIDR)") from None
+
+
+def parse_identifier(text: str) -> str:
+    if not _IDENTIFIER.fullmatch(text):
+        raise ValueError(
+            f"{text!r} is not a plain identifier (letters, digits, _ and $; at most 64)"
+        )
+    return text
+
+
+def parse_table(text: str) -> tuple[str, ...]:
+    parts = text.split(".")
+    if len(parts) > 2:
+        raise ValueError(f"must be table or schema.table, got {text!r}")
+    return tuple(parse_identifier(p) for p in parts)
+
+
+class _Section:
+    """Typed reads from one table of the TOML file, recording problems instead of raising."""
+
+    def __init__(self, name: str, data: object, problems: list[str]) -> None:
+        self.name = name
+        self.problems = problems
+        self.used: set[str] = set()
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            problems.append(f"{name}: must be a table ([{name}]), got {type(data).__name__}")
+            data = {}
+        self.data: dict[str, Any] = data
+
+    def problem(self, key: str, message: str) -> None:
+        label = f"{self.name}.{key}"
+        self.problems.append(f"{_FLAG_NAMES.get(label, label)}: {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def get(self, key: str, default: T, convert: Callable[[Any], T]) -> T:
+        self.used.add(key)
+        if key not in self.data:
+            return default
+        try:
+            return convert(self.data[key])
+        except (ValueError, SecretError) as exc:
+            self.problem(key, str(exc))
+            return default
+
+    def finish(self) -> None:
+        for key in sorted(set(self.data) - self.used):
+            self.problems.append(f"{self.name}.{key}: unknown setting")
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {value!r}")
+    return value
+
+
+def _nonempty(value: object) -> str:
+    text = _string(value)
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _string_list(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _int_in(low: int, high: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"must be an integer from {low} to {high}, got {value!r}")
+        return value
+
+    return convert
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
+    def convert(value: object) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+        return str(value)
+
+    return convert
+
+
+def _each(convert: Callable[[str], T]) -> Callable[[object], tuple[T, ...]]:
+    def each(value: object) -> tuple[T, ...]:
+        items = _string_list(value)
+        errors: list[str] = []
+        out: list[T] = []
+        for item in items:
+            try:
+                out.append(convert(item))
+            except ValueError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise ValueError("; ".join(errors))
+        return tuple(out)
+
+    return each
+
+
+_SECTIONS = ("database", "tasks", "collection", "web", "log")
+
+
+def load(path: Path | None, overrides: Overrides, environ: Mapping[str, str]) -> Config:
+    """Read, merge and validate everything; raise one ConfigError listing every problem."""
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError([f"--config.file: cannot read {path}: {exc.strerror}"]) from None
+        except UnicodeDecodeError:
+            raise ConfigError([f"--config.file: {path} is not valid UTF-8"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"--config.file: {path} is not valid TOML: {exc}"]) from None
+    problems += [
+        f"{key}: unknown section or setting (known: {', '.join(_SECTIONS)})"
+        for key in sorted(set(raw) - set(_SECTIONS))
+    ]
+
+    web_raw = _merge(
+        raw.get("web"),
+        listen_addresses=list(overrides.listen_addresses) or None,
+        telemetry_path=overrides.telemetry_path,
+    )
+    log_raw = _merge(raw.get("log"), level=overrides.log_level, format=overrides.log_format)
+
+    database = _database(raw, overrides.demo, environ, problems)
+    tasks = _tasks(_Section("tasks", raw.get("tasks"), problems))
+    collection = _collection(_Section("collection", raw.get("collection"), problems))
+    web = _web(_Section("web", web_raw, problems))
+    log = _log(_Section("log", log_raw, problems))
+    if problems:
+        raise ConfigError(problems)
+    assert database is not None  # noqa: S101 - no problems means a database was built
+    return Config(database=database, tasks=tasks, collection=collection, web=web, log=log)
+
+
+def _merge(section: object, **flags: object) -> object:
+    """The file's section with the flags that were given laid over it."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    if not given or not isinstance(section, dict | None):
+        return section  # a malformed section is reported by _Section
+    return {**(section or {}), **given}
+
+
+def _database(
+    raw: dict[str, Any], demo: bool, environ: Mapping[str, str], problems: list[str]
+) -> DatabaseConfig | None:
+    if demo:
+        if "database" in raw:
+            problems.append("--demo: cannot be combined with a [database] section; drop one")
+            return None
+        return DatabaseConfig(driver="sqlite", demo=True)
+    if "database" not in raw:
+        problems.append(
+            "database: no database configured; add a [database] section to --config.file,"
+            " or run with --demo to try the embedded demo database"
+        )
+        return None
+    s = _Section("database", raw["database"], problems)
+    driver = s.get("driver", "mysql", _choice(("mysql", "sqlite")))
+    if driver == "sqlite":
+        db_path = s.get("path", "", _nonempty)
+        if not s.has("path"):
+            s.problem("path", "required when driver is sqlite (the database file)")
+        s.finish()
+        return DatabaseConfig(driver="sqlite", path=db_path)
+
+    host = s.get("host", "127.0.0.1", _nonempty)
+    port = s.get("port", 3306, _int_in(1, 65535))
+    socket = s.get("socket", None, _nonempty)
+    if socket is not None and (s.has("host") or s.has("port")):
+        s.problem("socket", "set either socket, or host and port, not both")
+    user = s.get("user", "", _nonempty)
+    database = s.get("database", "", _nonempty)
+    if not s.has("database"):
+        s.problem("database", "required (the schema that holds the tasks table)")
+
+    password, options = _password(s, environ)
+    if not user:
+        user = options.get("user", "")
+    if not user:
+        s.problem("user", "required (here, or as user= in the option_file's [client] section)")
+    s.finish()
+    return DatabaseConfig(
+        driver="mysql",
+        host=host,
+        port=port,
+        socket=socket,
+        user=user,
+        password=password,
+        database=database,
+    )
+
+
+def _password(s: _Section, environ: Mapping[str, str]) -> tuple[Secret | None, dict[str, str]]:
+    """The password from its one source, and the option file's [client] options if used."""
+    sources = [k for k in ("password_file", "option_file", "credential") if s.has(k)]
+    if len(sources) > 1:
+        s.problem(sources[1], f"choose one password source, not {' and '.join(sources)}")
+    for key in ("password", "pass", "passwd"):
+        if s.has(key):
+            s.used.add(key)
+            s.problem(
+                key,
+                "passwords are not accepted in the config file; use password_file,"
+                " option_file or credential",
+            )
+    password = s.get("password_file", None, lambda v: password_from_file(Path(_nonempty(v))))
+    credential = s.get(
+        "credential", None, lambda v: password_from_credential(_nonempty(v), dict(environ))
+    )
+    options: dict[str, str] = s.get(
+        "option_file", {}, lambda v: read_option_file(Path(_nonempty(v)))
+    )
+    if s.has("option_file") and "password" in options:
+        password = Secret(options["password"])
+    password = password or credential
+    return password, options
+
+
+def _tasks(s: _Section) -> TasksConfig:
+    d = TasksConfig()
+    table = s.get("table", d.table, lambda v: parse_table(_string(v)))
+    column = s.get("status_column", d.status_column, lambda v: parse_identifier(_string(v)))
+    where = s.get("filter", None, _nonempty)
+    expected = s.get("expected_statuses", d.expected_statuses, _string_list)
+    if len(set(expected)) != len(expected):
+        s.problem("expected_statuses", f"lists a status twice: {list(expected)!r}")
+    if any(not status for status in expected):
+        s.problem("expected_statuses", "must not contain an empty status")
+    other = s.get("other_status", d.other_status, _nonempty)
+    null = s.get("null_status", d.null_status, _nonempty)
+    if other in expected:
+        s.problem("other_status", f"{other!r} is also an expected status; choose another name")
+    if null == other:
+        s.problem("null_status", f"must differ from other_status ({other!r})")
+    cap = s.get("max_statuses", d.max_statuses, _int_in(1, 10_000))
+    if cap < len(expected) + 1:
+        s.problem(
+            "max_statuses",
+            f"must leave room for the {len(expected)} expected statuses and {other!r}"
+            f" (at least {len(expected) + 1}), got {cap}",
+        )
+    s.finish()
+    return TasksConfig(
+        table=table,
+        status_column=column,
+        filter=where,
+        expected_statuses=expected,
+        max_statuses=cap,
+        other_status=other,
+        null_status=null,
+    )
+
+
+def _collection(s: _Section) -> CollectionConfig:
+    d = CollectionConfig()
+    interval = s.get("interval", d.interval, parse_duration)
+    timeout = s.get("timeout", min(d.timeout, interval / 2), parse_duration)
+    staleness = s.get("staleness", max(d.staleness, 4 * interval), parse_duration)
+    if timeout >= interval:
+        s.problem("timeout", f"must be shorter than collection.interval ({interval:g}s)")
+    if staleness < interval + timeout:
+        s.problem(
+            "staleness",
+            f"must be at least interval + timeout ({interval + timeout:g}s),"
+            " or fresh data would be dropped between collections",
+        )
+    s.finish()
+    return CollectionConfig(interval=interval, timeout=timeout, staleness=staleness)
+
+
+def _telemetry_path(value: object) -> str:
+    text = _string(value)
+    if not text.startswith("/") or any(c.isspace() or c in "?#" for c in text):
+        raise ValueError(f"must be a path starting with / (no spaces, ? or #), got {text!r}")
+    if text in RESERVED_PATHS:
+        raise ValueError(f"{text!r} is taken by the landing page or health endpoints")
+    return text
+
+
+def _web(s: _Section) -> WebConfig:
+    d = WebConfig()
+    listen = s.get("listen_addresses", d.listen_addresses, _each(parse_listen_address))
+    if not listen:
+        s.problem("listen_addresses", "must name at least one address")
+    allow = s.get("allow", d.allow, _each(parse_network))
+    if not allow:
+        s.problem(
+            "allow",
+            "is empty, which would refuse everyone; list the networks Prometheus scrapes from"
+            ' (to allow every client, say so: ["0.0.0.0/0", "::/0"])',
+        )
+    config = WebConfig(
+        listen_addresses=listen,
+        telemetry_path=s.get("telemetry_path", d.telemetry_path, _telemetry_path),
+        allow=allow,
+        max_connections=s.get("max_connections", d.max_connections, _int_in(2, 100_000)),
+        request_timeout=s.get("request_timeout", d.request_timeout, parse_duration),
+        idle_timeout=s.get("idle_timeout", d.idle_timeout, parse_duration),
+    )
+    s.finish()
+    return config
+
+
+def _log(s: _Section) -> LogConfig:
+    level = s.get("level", "info", _choice(LOG_LEVELS))
+    fmt = s.get("format", "logfmt", _choice(LOG_FORMATS))
+    s.finish()
+    return LogConfig(level=level, format=fmt)

@@ -1,0 +1,65 @@
+"""Log lines in logfmt or JSON, the formats Prometheus exporters write (--log.format)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import TextIO
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+_NAMES = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warn",
+    logging.ERROR: "error",
+}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "ts": datetime.fromtimestamp(record.created, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+        "level": _NAMES.get(record.levelno, record.levelname.lower()),
+        "msg": record.getMessage(),
+    }
+    fields.update(getattr(record, "kv", {}))
+    if record.exc_info and record.exc_info[1] is not None:
+        fields["exc"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+    return fields
+
+
+def _logfmt_value(value: object) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' ="\\') and text.isprintable():
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in _fields(record).items())
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(_fields(record), ensure_ascii=False, default=str)
+
+
+def setup(level: str, fmt: str, stream: TextIO = sys.stderr) -> logging.Logger:
+    """The exporter's logger, writing one line per event to stderr (journald adds the rest)."""
+    logger = logging.getLogger("tasks_exporter")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(_LEVELS[level])
+    logger.propagate = False
+    return logger

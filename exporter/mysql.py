@@ -1,0 +1,127 @@
+"""MySQL/MariaDB task source. The only module that imports pymysql."""
+
+from __future__ import annotations
+
+import math
+
+import pymysql
+import pymysql.cursors
+
+from exporter.config import DatabaseConfig, TasksConfig
+from exporter.source import ConnectError, QueryError, QueryTimeout, Rows, build_query
+
+# The client-side read timeout trails the server-side limit by this much, so that the server's
+# own, cleaner error normally arrives first and the connection stays usable.
+_CLIENT_GRACE = 0.25
+
+# Server error codes that mean "cut off at the timeout".
+_TIMEOUT_CODES = {
+    1205,  # ER_LOCK_WAIT_TIMEOUT (lock_wait_timeout, e.g. LOCK TABLES ... WRITE elsewhere)
+    1969,  # ER_STATEMENT_TIMEOUT (MariaDB max_statement_time)
+    3024,  # ER_QUERY_TIMEOUT (MySQL MAX_EXECUTION_TIME)
+}
+# Client error codes for a connection that died while idle (server restart, KILL, wait_timeout).
+_LOST_CODES = {2006, 2013, 2055}
+
+
+def quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _describe(exc: pymysql.MySQLError) -> str:
+    code, message = (*exc.args, None, None)[:2]
+    return f"({code}) {message}" if code is not None else str(exc)
+
+
+def _code(exc: pymysql.MySQLError) -> int | None:
+    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+
+
+class MySQLSource:
+    """Counts tasks over one persistent, read-only, autocommit session, bounded on both sides."""
+
+    def __init__(self, db: DatabaseConfig, tasks: TasksConfig, *, timeout: float) -> None:
+        self._db = db
+        self._query = build_query(tasks, quote)
+        self._timeout = timeout
+        self._conn: pymysql.connections.Connection[pymysql.cursors.Cursor] | None = None
+
+    def count(self) -> Rows:
+        # A kept connection may have died between collections (server restart, KILL,
+        # wait_timeout); then the query never ran, and one retry on a fresh connection is
+        # allowed, which fails on its own if the server is really gone.
+        may_retry = self._conn is not None
+        while True:
+            try:
+                return self._run()
+            except pymysql.MySQLError as exc:
+                self.close()
+                code = _code(exc)
+                if code in _TIMEOUT_CODES or "timed out" in str(exc):
+                    raise QueryTimeout(
+                        f"query cut off after {self._timeout:g}s: {_describe(exc)}"
+                    ) from None
+                if may_retry and code in _LOST_CODES:
+                    may_retry = False
+                    continue
+                raise QueryError(f"query failed: {_describe(exc)}") from None
+
+    def _run(self) -> Rows:
+        conn = self._connect()
+        with conn.cursor() as cursor:
+            cursor.execute(self._query)
+            rows = cursor.fetchall()
+        return [(status, int(n)) for status, n in rows]
+
+    def _connect(self) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
+        if self._conn is not None:
+            return self._conn
+        db = self._db
+        where = db.socket or f"{db.host}:{db.port}"
+        try:
+            conn = pymysql.connect(
+                host=db.host,
+                port=db.port,
+                unix_socket=db.socket,
+                user=db.user,
+                password=db.password.reveal() if db.password else "",
+                database=db.database,
+                charset="utf8mb4",
+                autocommit=True,  # each collection sees what is committed at that moment
+                connect_timeout=self._timeout,
+                read_timeout=self._timeout + _CLIENT_GRACE,
+                write_timeout=self._timeout + _CLIENT_GRACE,
+                program_name="tasks_exporter",
+            )
+        except pymysql.MySQLError as exc:
+            raise ConnectError(
+                f"cannot connect to {where} as {db.user}: {_describe(exc)}"
+            ) from None
+        try:
+            self._limit_session(conn)
+        except pymysql.MySQLError as exc:
+            conn.close()
+            raise ConnectError(f"cannot set up the session on {where}: {_describe(exc)}") from None
+        self._conn = conn
+        return conn
+
+    def _limit_session(self, conn: pymysql.connections.Connection[pymysql.cursors.Cursor]) -> None:
+        """Read-only, and every statement bounded on the server side too."""
+        lock_wait = max(1, math.ceil(self._timeout))
+        server = str(conn.get_server_info())  # type: ignore[no-untyped-call]  # untyped in the stubs
+        if "mariadb" in server.lower():
+            limit = f"max_statement_time = {self._timeout:.3f}"
+        else:
+            limit = f"max_execution_time = {math.ceil(self._timeout * 1000)}"
+        with conn.cursor() as cursor:
+            cursor.execute("SET SESSION TRANSACTION READ ONLY")
+            cursor.execute(f"SET SESSION {limit}, lock_wait_timeout = {lock_wait}")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except pymysql.MySQLError:
+                pass  # closing a broken connection: nothing left to release
+            finally:
+                self._conn = None

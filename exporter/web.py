@@ -1,0 +1,432 @@
+"""The HTTP layer: an allowlisted, bounded HTTP/1.1 listener that only serves.
+
+It runs on asyncio so that idle, slow or trickling clients cost a few hundred bytes each rather
+than a thread: an allowed scraper is served as soon as its request is complete, whatever other
+connections are doing. Connections from outside the allowlist are closed at accept, before a
+byte is read or written: they learn nothing (not even that this is an HTTP server) and cost
+nothing to parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import re
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+from prometheus_client import Counter
+from prometheus_client.registry import CollectorRegistry
+
+from exporter.collect import Snapshot
+from exporter.config import ListenAddress, Network, WebConfig
+from exporter.metrics import expose
+from exporter.page import CONTENT_SECURITY_POLICY, render
+
+MAX_REQUEST_LINE = 8 * 1024
+MAX_HEAD = 16 * 1024  # request line and headers together
+MAX_HEADERS = 100
+_END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VERSION = re.compile(r"HTTP/1\.[01]")
+
+
+class ListenError(Exception):
+    """A listen address could not be bound; the message names it."""
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+    close: bool = False
+
+
+def _text(
+    status: HTTPStatus, *, close: bool = False, headers: tuple[tuple[str, str], ...] = ()
+) -> Response:
+    return Response(int(status), f"{status.phrase}\n".encode(), headers=headers, close=close)
+
+
+class Allowlist:
+    """Client address matching; IPv4 clients seen as IPv4-mapped IPv6 are matched as IPv4."""
+
+    def __init__(self, networks: Iterable[Network]) -> None:
+        self._v4 = tuple(n for n in networks if isinstance(n, ipaddress.IPv4Network))
+        self._v6 = tuple(n for n in networks if isinstance(n, ipaddress.IPv6Network))
+
+    def allows(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            return False  # not an IP client (should not happen on TCP sockets): refuse
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if isinstance(address, ipaddress.IPv4Address):
+            return any(address in n for n in self._v4)
+        return any(address in n for n in self._v6)
+
+
+class RefusalLog:
+    """Logs refused clients without letting a flood flood the log.
+
+    The first refusal of up to `distinct` addresses per window is logged on its own line;
+    the rest are summed into one line at the end of the window.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        window: float = 60.0,
+        distinct: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._window = window
+        self._distinct = distinct
+        self._clock = clock
+        self._window_end = 0.0
+        self._seen: set[str] = set()
+        self._suppressed = 0
+
+    def refused(self, host: str) -> None:
+        now = self._clock()
+        if now >= self._window_end:
+            self.flush()
+            self._window_end = now + self._window
+            self._seen.clear()
+        if host not in self._seen and len(self._seen) < self._distinct:
+            self._seen.add(host)
+            self._log.warning("connection refused by allowlist", extra={"kv": {"client": host}})
+        else:
+            self._suppressed += 1
+
+    def flush(self) -> None:
+        if self._suppressed:
+            self._log.warning(
+                "more connections refused by allowlist",
+                extra={"kv": {"count": self._suppressed, "window_seconds": self._window}},
+            )
+            self._suppressed = 0
+
+
+class Routes:
+    """Which response each request gets. Reads the current snapshot; never touches the database."""
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry,
+        snapshot: Callable[[], Snapshot],
+        telemetry_path: str,
+        version: str,
+        source: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._registry = registry
+        self._snapshot = snapshot
+        self._telemetry_path = telemetry_path
+        self._version = version
+        self._source = source
+        self._clock = clock
+
+    def respond(self, method: str, path: str, headers: Mapping[str, str]) -> Response:
+        if path == self._telemetry_path:
+            handler: Callable[[Mapping[str, str]], Response] = self._metrics
+        elif path == "/":
+            handler = self._landing
+        elif path == "/-/healthy":
+            handler = self._healthy
+        elif path == "/-/ready":
+            handler = self._ready
+        else:
+            return _text(HTTPStatus.NOT_FOUND)
+        if method not in ("GET", "HEAD"):
+            return _text(HTTPStatus.METHOD_NOT_ALLOWED, headers=(("Allow", "GET, HEAD"),))
+        return handler(headers)
+
+    def _metrics(self, headers: Mapping[str, str]) -> Response:
+        body, content_type, gzipped = expose(
+            self._registry, headers.get("accept"), headers.get("accept-encoding")
+        )
+        extra = [("Vary", "Accept-Encoding")]
+        if gzipped:
+            extra.append(("Content-Encoding", "gzip"))
+        return Response(200, body, content_type, tuple(extra))
+
+    def _landing(self, _headers: Mapping[str, str]) -> Response:
+        body = render(
+            self._snapshot(),
+            self._clock(),
+            version=self._version,
+            telemetry_path=self._telemetry_path,
+            source=self._source,
+        )
+        return Response(
+            200,
+            body,
+            "text/html; charset=utf-8",
+            (("Content-Security-Policy", CONTENT_SECURITY_POLICY), ("Cache-Control", "no-store")),
+        )
+
+    def _healthy(self, _headers: Mapping[str, str]) -> Response:
+        return Response(200, b"Healthy.\n")
+
+    def _ready(self, _headers: Mapping[str, str]) -> Response:
+        snapshot = self._snapshot()
+        if not snapshot.is_stale(self._clock()):
+            return Response(200, b"Ready.\n")
+        reason = (
+            "no successful collection yet"
+            if snapshot.last_success is None
+            else f"data older than {snapshot.staleness:g}s"
+        )
+        return Response(503, f"Not ready: {reason}.\n".encode())
+
+
+@dataclass
+class _Limits:
+    max_connections: int
+    request_timeout: float
+    idle_timeout: float
+
+
+@dataclass(eq=False)
+class _Connection(asyncio.Protocol):
+    """One client connection: parses requests, answers each in one write, enforces deadlines."""
+
+    server: Server
+    transport: asyncio.Transport | None = None
+    buffer: bytearray = field(default_factory=bytearray)
+    waiting_since: float = 0.0  # when the current wait (for a request, or idle) began
+    timer: asyncio.TimerHandle | None = None
+    closing: bool = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - TCP servers give Transports
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) else ""
+        if not self.server.allowlist.allows(host):
+            transport.abort()
+            self.closing = True
+            self.server.refused(host)
+            return
+        self.transport = transport
+        self.server.opened(self)
+        self._arm(self.server.limits.request_timeout)
+
+    def _arm(self, seconds: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.waiting_since = loop.time()
+        self.timer = loop.call_later(seconds, self.close)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.buffer += data
+        while not self.closing:
+            match = _END_OF_HEAD.search(self.buffer, 0, MAX_HEAD + 4)
+            if match is None:
+                first_line_end = self.buffer.find(b"\n", 0, MAX_REQUEST_LINE + 2)
+                if first_line_end < 0 and len(self.buffer) > MAX_REQUEST_LINE:
+                    self._send(_text(HTTPStatus.REQUEST_URI_TOO_LONG, close=True))
+                elif len(self.buffer) > MAX_HEAD:
+                    self._send(_text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, close=True))
+                return
+            head = bytes(self.buffer[: match.start()])
+            del self.buffer[: match.end()]
+            self._handle(head)
+            if not self.closing:
+                busy = bool(self.buffer)
+                limits = self.server.limits
+                self._arm(limits.request_timeout if busy else limits.idle_timeout)
+
+    def _handle(self, head: bytes) -> None:
+        lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
+        request_line = lines[0]
+        if len(request_line) > MAX_REQUEST_LINE:
+            self._send(_text(HTTPStatus.REQUEST_URI_TOO_LONG, close=True))
+            return
+        parts = request_line.split(" ")
+        if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not _VERSION.fullmatch(parts[2]):
+            self._send(_text(HTTPStatus.BAD_REQUEST, close=True))
+            return
+        method, target, version = parts
+        if len(lines) - 1 > MAX_HEADERS:
+            self._send(_text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, close=True))
+            return
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if not colon or not _TOKEN.fullmatch(name):
+                self._send(_text(HTTPStatus.BAD_REQUEST, close=True))
+                return
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+        path = _path(target)
+        if path is None:
+            self._send(_text(HTTPStatus.BAD_REQUEST, close=True))
+            return
+        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+        # Requests here carry no body; one that announces a body cannot be framed safely
+        # without reading it, so it is answered and the connection closed.
+        if headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers:
+            keep_alive = False
+        try:
+            response = self.server.routes.respond(method, path, headers)
+        except Exception:  # a bug answers 500 and is logged once; the server keeps serving
+            self.server.log.exception("error answering request", extra={"kv": {"path": path}})
+            response = _text(HTTPStatus.INTERNAL_SERVER_ERROR, close=True)
+        self._send(response, head_only=method == "HEAD", keep_alive=keep_alive)
+
+    def _send(
+        self, response: Response, *, head_only: bool = False, keep_alive: bool = False
+    ) -> None:
+        assert self.transport is not None  # noqa: S101 - only called on accepted connections
+        close = response.close or not keep_alive
+        status = HTTPStatus(response.status)
+        lines = [
+            f"HTTP/1.1 {status.value} {status.phrase}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+            "X-Content-Type-Options: nosniff",
+            f"Connection: {'close' if close else 'keep-alive'}",
+            *(f"{k}: {v}" for k, v in response.headers),
+        ]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        # One write per response: separate small writes would meet Nagle and delayed ACK.
+        self.transport.write(head if head_only else head + response.body)
+        if close:
+            self.close()
+
+    def connection_lost(self, _exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.transport is not None:
+            self.server.closed(self)
+        self.closing = True
+
+
+def _path(target: str) -> str | None:
+    """The path of a request target in origin form (or absolute form), without the query."""
+    if target.startswith(("http://", "https://")):
+        rest = target.split("://", 1)[1]
+        slash = rest.find("/")
+        target = rest[slash:] if slash >= 0 else "/"
+    if not target.startswith("/"):
+        return None
+    return target.split("?", 1)[0].split("#", 1)[0]
+
+
+def _bind(address: ListenAddress) -> list[socket.socket]:
+    """Listening sockets for one address; `:port` is one dual-stack socket where IPv6 exists."""
+    try:
+        if not address.host:
+            if socket.has_dualstack_ipv6():
+                return [
+                    socket.create_server(
+                        ("::", address.port),
+                        family=socket.AF_INET6,
+                        dualstack_ipv6=True,
+                        backlog=512,
+                    )
+                ]
+            return [socket.create_server(("0.0.0.0", address.port), backlog=512)]  # noqa: S104 - ":port" means every interface
+        infos = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        seen: list[socket.socket] = []
+        for family, _, _, _, sockaddr in infos:
+            if any(s.getsockname()[:2] == sockaddr[:2] for s in seen):
+                continue
+            seen.append(socket.create_server(sockaddr[:2], family=family, backlog=512))
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+    return seen
+
+
+class Server:
+    """Serves Routes on every listen address until stopped."""
+
+    def __init__(
+        self,
+        *,
+        routes: Routes,
+        web: WebConfig,
+        refused_total: Counter,
+        logger: logging.Logger,
+    ) -> None:
+        self.routes = routes
+        self.allowlist = Allowlist(web.allow)
+        self.limits = _Limits(web.max_connections, web.request_timeout, web.idle_timeout)
+        self._listen = web.listen_addresses
+        self._refused_total = refused_total
+        self._refusals = RefusalLog(logger)
+        self.log = logger
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[_Connection] = set()
+
+    async def start(self, sockets: Iterable[socket.socket] = ()) -> None:
+        """Bind every listen address (or serve the given sockets) before returning."""
+        socks = list(sockets)
+        if not socks:
+            try:
+                for address in self._listen:
+                    socks += _bind(address)
+            except ListenError:
+                for s in socks:
+                    s.close()
+                raise
+        loop = asyncio.get_running_loop()
+        for sock in socks:
+            sock.setblocking(False)  # noqa: FBT003 - the socket API
+            server = await loop.create_server(lambda: _Connection(self), sock=sock)
+            self._servers.append(server)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) actually bound, e.g. to learn a port chosen by the system."""
+        return [s.getsockname()[:2] for srv in self._servers for s in srv.sockets]
+
+    def refused(self, host: str) -> None:
+        self._refused_total.inc()
+        self._refusals.refused(host)
+
+    def opened(self, conn: _Connection) -> None:
+        if len(self._connections) >= self.limits.max_connections:
+            # Full: drop the connection that has waited longest (idle keep-alive or a client
+            # that has not finished its request), so a newcomer with a request is served.
+            oldest = min(self._connections, key=lambda c: c.waiting_since)
+            self._connections.discard(oldest)
+            oldest.close()
+            self.log.debug("connection limit reached; closed the longest-waiting connection")
+        self._connections.add(conn)
+
+    def closed(self, conn: _Connection) -> None:
+        self._connections.discard(conn)
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for conn in list(self._connections):
+            conn.close()
+        for server in self._servers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+        self._refusals.flush()
