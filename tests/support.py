@@ -1,0 +1,239 @@
+"""Running the real exporter as a subprocess, and reading what it serves."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, every: float = 0.05) -> T:
+    """Poll until check() returns something truthy; fail naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+
+def get(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 5.0,
+) -> Reply:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=dict(headers or {}))
+        response = conn.getresponse()
+        body = response.read()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+    finally:
+        conn.close()
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """Every sample of a text exposition, keyed by (name, sorted labels)."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def task_counts(samples: Samples) -> dict[str, int]:
+    return {
+        dict(labels)["status"]: int(value)
+        for (name, labels), value in samples.items()
+        if name == "tasks_exporter_tasks"
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+class Exporter:
+    """The exporter as its users run it: `python -m exporter` with a config file and flags."""
+
+    def __init__(self, workdir: Path, config: str = "", *args: str, listen: str = "") -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = workdir / "config.toml"
+        self.config_path.write_text(config, encoding="utf-8")
+        self.log_path = workdir / "exporter.log"
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.listen = listen or f"{self.host}:{self.port}"
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        config = ["--config.file", str(self.config_path)]
+        return [
+            sys.executable,
+            "-m",
+            "exporter",
+            *config,
+            "--web.listen-address",
+            self.listen,
+            *self.args,
+        ]
+
+    def start(self, *, env: Mapping[str, str] | None = None, ready: bool = False) -> Exporter:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=log,
+                cwd=self.workdir,
+                env={**os.environ, **(env or {})},
+            )
+        wait_for(self._answers, timeout=15, what=f"exporter on {self.listen}\n{self.log()}")
+        if ready:
+            self.wait_ready()
+        return self
+
+    def _answers(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"exporter exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return get(self.host, self.port, "/-/healthy", timeout=1).status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        wait_for(
+            lambda: self.get("/-/ready").status == 200,
+            timeout=timeout,
+            what=f"/-/ready\n{self.log()}",
+        )
+
+    def get(self, path: str, **kwargs: object) -> Reply:
+        return get(self.host, self.port, path, **kwargs)  # type: ignore[arg-type]
+
+    def scrape(self) -> Samples:
+        reply = self.get("/metrics")
+        assert reply.status == 200, reply
+        return parse_metrics(reply.text)
+
+    def counts(self) -> dict[str, int]:
+        return task_counts(self.scrape())
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 10) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def run_cli(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run the command line to completion (for --config.check, --once, --version)."""
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def mysql_config(
+    *,
+    socket_path: Path | None = None,
+    port: int | None = None,
+    user: str,
+    database: str,
+    password_file: Path,
+    interval: str = "0.5s",
+    timeout: str = "0.3s",
+    staleness: str | None = None,
+    extra_tasks: str = "",
+    extra_web: str = "",
+    extra_collection: str = "",
+) -> str:
+    where = f'socket = "{socket_path}"' if socket_path else f'host = "127.0.0.1"\nport = {port}'
+    stale = f'staleness = "{staleness}"' if staleness else ""
+    return f"""
+[database]
+{where}
+user = "{user}"
+database = "{database}"
+password_file = "{password_file}"
+
+[tasks]
+{extra_tasks}
+
+[collection]
+interval = "{interval}"
+timeout = "{timeout}"
+{stale}
+{extra_collection}
+
+[web]
+{extra_web}
+"""
+
+
+def write_secret(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+    return path
+
+
+def lines_matching(text: str, needle: str) -> Sequence[str]:
+    return [line for line in text.splitlines() if needle in line]

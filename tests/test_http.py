@@ -1,0 +1,313 @@
+"""What a scraper, a browser and an attacker see over HTTP (the real process, demo database)."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support import Exporter, free_port, get, parse_metrics, run_cli, task_counts, value, wait_for
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
+    """One exporter on the embedded demo database, shared by the read-only tests here."""
+    exporter = Exporter(tmp_path_factory.mktemp("demo"), "", "--demo").start(ready=True)
+    yield exporter
+    exporter.stop()
+
+
+def _raw(port: int, data: bytes, *, host: str = "127.0.0.1", timeout: float = 5.0) -> bytes:
+    """Send bytes, return everything the server sends back until it closes or goes quiet."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_metrics_show_the_demo_counts(demo: Exporter) -> None:
+    """/metrics serves the demo's counts per status, up=1, in the text format by default."""
+    reply = demo.get("/metrics")
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = parse_metrics(reply.text)
+    counts = task_counts(samples)
+    assert set(counts) >= {"Success", "Pending", "Failed"}
+    assert sum(counts.values()) >= 120
+    assert value(samples, "tasks_exporter_up") == 1
+    assert any(name.startswith("process_") for name, _ in samples)
+
+
+def test_openmetrics_and_gzip_are_negotiated(demo: Exporter) -> None:
+    """Prometheus's Accept header gets OpenMetrics; Accept-Encoding: gzip gets it compressed."""
+    reply = demo.get(
+        "/metrics",
+        headers={
+            "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+            "Accept-Encoding": "gzip",
+        },
+    )
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("application/openmetrics-text")
+    assert reply.headers["content-encoding"] == "gzip"
+    text = gzip.decompress(reply.body).decode()
+    assert text.endswith("# EOF\n")
+    assert 'tasks_exporter_tasks{status="Success"}' in text
+
+
+def test_promtool_finds_nothing_to_lint(demo: Exporter) -> None:
+    """`promtool check metrics` on a live scrape prints nothing and succeeds."""
+    promtool = shutil.which("promtool")
+    assert promtool, (
+        "promtool missing: run `scripts/dev test` as root, or apt-get install prometheus"
+    )
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=demo.get("/metrics").body,
+        capture_output=True,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+
+
+def test_landing_page_links_metrics_and_forbids_scripts(demo: Exporter) -> None:
+    """/ is a small HTML page with the counts and a link to /metrics, under a strict CSP."""
+    reply = demo.get("/")
+    assert reply.status == 200
+    assert reply.headers["content-type"] == "text/html; charset=utf-8"
+    assert "default-src 'none'" in reply.headers["content-security-policy"]
+    assert '<a href="/metrics">' in reply.text
+    assert "<td>Pending</td>" in reply.text
+
+
+def test_health_and_readiness(demo: Exporter) -> None:
+    """/-/healthy and /-/ready answer 200 once data has been collected."""
+    assert demo.get("/-/healthy").status == 200
+    assert demo.get("/-/ready").status == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/nope", 404),
+        ("POST", "/nope", 404),
+        ("POST", "/metrics", 405),
+        ("DELETE", "/", 405),
+        ("PUT", "/-/ready", 405),
+        ("OPTIONS", "/metrics", 405),
+    ],
+)
+def test_other_paths_404_other_methods_405(
+    demo: Exporter, method: str, path: str, status: int
+) -> None:
+    """Unknown paths are 404 and methods other than GET and HEAD are 405 with Allow."""
+    reply = demo.get(path, method=method)
+    assert reply.status == status
+    if status == 405:
+        assert reply.headers["allow"] == "GET, HEAD"
+
+
+def test_head_has_headers_and_no_body(demo: Exporter) -> None:
+    """HEAD /metrics gives the headers of GET, with a length, and no body."""
+    reply = demo.get("/metrics", method="HEAD")
+    assert reply.status == 200
+    assert int(reply.headers["content-length"]) > 0
+    assert reply.body == b""
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(demo: Exporter) -> None:
+    """Pipelined keep-alive requests on one connection each get their answer, in order."""
+    request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
+    last = b"GET /-/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    data = _raw(demo.port, request * 3 + last)
+    assert data.count(b"HTTP/1.1 200 OK") == 4
+    assert data.endswith(b"Ready.\n")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", b"400"),
+        (b"GET /metrics HTTP/9.9\r\n\r\n", b"400"),
+        (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", b"414"),
+        (b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"b" * 20000 + b"\r\n\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 150 + b"\r\n", b"431"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)) + b"\r\n\r\n", b"400"),
+    ],
+)
+def test_malformed_requests_get_4xx_and_the_server_goes_on(
+    demo: Exporter, request_bytes: bytes, status: bytes
+) -> None:
+    """Broken, oversized or binary requests get a 4xx and a closed connection; serving goes on."""
+    data = _raw(demo.port, request_bytes)
+    assert data.startswith(b"HTTP/1.1 " + status), data[:80]
+    assert b"Connection: close" in data
+    assert demo.get("/-/healthy").status == 200
+    assert "Traceback" not in demo.log()
+
+
+def test_request_with_a_body_is_answered_then_closed(demo: Exporter) -> None:
+    """A request announcing a body is answered and the connection closed (no smuggling)."""
+    data = _raw(
+        demo.port,
+        b"GET /-/healthy HTTP/1.1\r\nContent-Length: 30\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n",
+    )
+    assert data.count(b"HTTP/1.1 ") == 1
+    assert b"Connection: close" in data
+
+
+def test_version_flag() -> None:
+    """--version prints the name and version and exits 0."""
+    result = run_cli("--version", cwd=Path.cwd())
+    assert result.returncode == 0
+    assert result.stdout.startswith("tasks_exporter, version ")
+
+
+def test_config_check_reports_every_problem_and_binds_nothing(tmp_path: Path) -> None:
+    """--config.check prints one line per problem, exits 2, and never opens the port."""
+    port = free_port()
+    config = tmp_path / "c.toml"
+    config.write_text("[database]\nport = 0\n[web]\nallow = []\n", encoding="utf-8")
+    result = run_cli(
+        "--config.file", str(config), "--config.check",
+        "--web.listen-address", f"127.0.0.1:{port}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("tasks_exporter: config error: ") for line in lines)
+    assert {line.split(": ")[2] for line in lines} >= {
+        "database.port",
+        "database.user",
+        "web.allow",
+    }
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_config_at_start_exits_before_binding(tmp_path: Path) -> None:
+    """Starting with a bad config gives the same messages and exit code, and binds no port."""
+    port = free_port()
+    config = tmp_path / "c.toml"
+    config.write_text("[web]\nallow = []\n", encoding="utf-8")
+    result = run_cli(
+        "--config.file", str(config), "--web.listen-address", f"127.0.0.1:{port}", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "config error: web.allow: is empty" in result.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # still free
+
+
+def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    """A listen address already taken ends the exporter with exit 1 and a line naming it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("--demo", "--web.listen-address", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signals_exit_cleanly_and_quickly(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGTERM and SIGINT stop the exporter within a few seconds with exit code 0."""
+    exporter = Exporter(tmp_path, "", "--demo").start(ready=True)
+    started = time.monotonic()
+    assert exporter.stop(sig) == 0
+    assert time.monotonic() - started < 3
+    assert "shutting down" in exporter.log()
+
+
+def _connect_from(source: str, port: int, dest: str = "127.0.0.1") -> socket.socket:
+    family = socket.AF_INET6 if ":" in dest else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.bind((source, 0))
+    s.connect((dest, port))
+    return s
+
+
+def test_refused_client_gets_nothing_and_is_counted(tmp_path: Path) -> None:
+    """A client outside the allowlist (127.0.0.2) is closed at once with no byte sent; counted."""
+    exporter = Exporter(tmp_path, '[web]\nallow = ["127.0.0.1/32"]\n', "--demo").start(ready=True)
+    try:
+        for _ in range(3):
+            with _connect_from("127.0.0.2", exporter.port) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                try:
+                    data = s.recv(1024)
+                except ConnectionResetError:
+                    data = b""
+                assert data == b""
+        samples = exporter.scrape()
+        assert value(samples, "tasks_exporter_allowlist_refused_connections_total") == 3
+        refusals = [line for line in exporter.log().splitlines() if "refused by allowlist" in line]
+        assert len(refusals) == 1  # logged once per address, not once per connection
+        assert "client=127.0.0.2" in refusals[0]
+    finally:
+        exporter.stop()
+
+
+def test_ipv6_client_refused_when_only_ipv4_is_allowed(tmp_path: Path) -> None:
+    """On a dual-stack listener, ::1 is refused by an IPv4-only allowlist, 127.0.0.1 is not."""
+    port = free_port("::")
+    exporter = Exporter(tmp_path, '[web]\nallow = ["127.0.0.0/8"]\n', "--demo", listen=f":{port}")
+    exporter.port = port
+    exporter.start(ready=True)
+    try:
+        with pytest.raises((ConnectionError, OSError)):
+            get("::1", port, "/-/healthy")
+        # 127.0.0.1 arrives on the dual-stack socket as ::ffff:127.0.0.1 and matches 127/8.
+        assert get("127.0.0.1", port, "/-/healthy").status == 200
+    finally:
+        exporter.stop()
+
+
+def test_slow_clients_do_not_block_an_allowed_scraper(tmp_path: Path) -> None:
+    """Hundreds of trickling connections beyond the cap: a scraper is still answered promptly."""
+    exporter = Exporter(
+        tmp_path, "[web]\nmax_connections = 50\nrequest_timeout = 30\n", "--demo"
+    ).start(ready=True)
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")  # never finishes the request
+            slow.append(s)
+        latencies = []
+        for _ in range(20):
+            started = time.monotonic()
+            reply = exporter.get("/metrics", timeout=5)
+            latencies.append(time.monotonic() - started)
+            assert reply.status == 200
+            assert task_counts(parse_metrics(reply.text))
+        assert max(latencies) < 1.0, latencies
+    finally:
+        for s in slow:
+            s.close()
+        exporter.stop()
+
+
+def test_trickling_client_is_cut_off_at_the_request_timeout(tmp_path: Path) -> None:
+    """A client that never completes its request is disconnected after web.request_timeout."""
+    exporter = Exporter(tmp_path, '[web]\nrequest_timeout = "0.5s"\n', "--demo").start()
+    try:
+        with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
+            started = time.monotonic()
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")
+            wait_for(lambda: s.recv(1) == b"", timeout=3, what="server to close")
+            assert 0.4 < time.monotonic() - started < 2.0
+    finally:
+        exporter.stop()
