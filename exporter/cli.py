@@ -117,15 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         demo_path = None
         if config.database.demo:
-            demo_path = (
-                stack.enter_context(DemoDatabase()).path if not args.once else DemoDatabase().path
-            )
+            demo_path = stack.enter_context(DemoDatabase(progress=not args.once)).path
         source = make_source(config, demo_path)
-        stack.callback(source.close)
         collection = CollectionLoop(source, config.tasks, config.collection, logger=logger)
         if args.once:
-            return once(collection)
-        return serve(config, collection, logger)
+            try:
+                return once(collection)
+            finally:
+                source.close()
+        return serve(config, collection, logger)  # the loop's thread closes the source
 
 
 def make_source(config: Config, demo_path: Path | None) -> Source:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -120,7 +121,8 @@ class CollectionLoop:
         except Exception as exc:  # a bug must not kill the loop: report it as a failed collection
             self._log.exception("unexpected error during collection")
             outcome, error = "error", f"unexpected {type(exc).__name__}: {exc}"
-            self._source.close()
+            with contextlib.suppress(Exception):
+                self._source.close()
         duration = time.monotonic() - started
         previous = self._snapshot
         outcomes = tuple((o, n + (o == outcome)) for o, n in previous.outcomes)

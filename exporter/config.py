@@ -213,9 +213,12 @@ def parse_table(text: str) -> tuple[str, ...]:
 class _Section:
     """Typed reads from one table of the TOML file, recording problems instead of raising."""
 
-    def __init__(self, name: str, data: object, problems: list[str]) -> None:
+    def __init__(
+        self, name: str, data: object, problems: list[str], flags: frozenset[str] = frozenset()
+    ) -> None:
         self.name = name
         self.problems = problems
+        self.flags = flags  # keys whose value came from a flag: problems are named after it
         self.used: set[str] = set()
         if data is None:
             data = {}
@@ -226,7 +229,9 @@ class _Section:
 
     def problem(self, key: str, message: str) -> None:
         label = f"{self.name}.{key}"
-        self.problems.append(f"{_FLAG_NAMES.get(label, label)}: {message}")
+        if key in self.flags:
+            label = _FLAG_NAMES[label]
+        self.problems.append(f"{label}: {message}")
 
     def has(self, key: str) -> bool:
         return key in self.data
@@ -321,18 +326,17 @@ def load(path: Path | None, overrides: Overrides, environ: Mapping[str, str]) ->
         for key in sorted(set(raw) - set(_SECTIONS))
     ]
 
-    web_raw = _merge(
-        raw.get("web"),
-        listen_addresses=list(overrides.listen_addresses) or None,
-        telemetry_path=overrides.telemetry_path,
-    )
-    log_raw = _merge(raw.get("log"), level=overrides.log_level, format=overrides.log_format)
+    web_flags: dict[str, object] = {
+        "listen_addresses": list(overrides.listen_addresses) or None,
+        "telemetry_path": overrides.telemetry_path,
+    }
+    log_flags: dict[str, object] = {"level": overrides.log_level, "format": overrides.log_format}
 
     database = _database(raw, overrides.demo, environ, problems)
     tasks = _tasks(_Section("tasks", raw.get("tasks"), problems))
     collection = _collection(_Section("collection", raw.get("collection"), problems))
-    web = _web(_Section("web", web_raw, problems))
-    log = _log(_Section("log", log_raw, problems))
+    web = _web(_Section("web", _merge(raw.get("web"), **web_flags), problems, _given(**web_flags)))
+    log = _log(_Section("log", _merge(raw.get("log"), **log_flags), problems, _given(**log_flags)))
     if problems:
         raise ConfigError(problems)
     assert database is not None  # noqa: S101 - no problems means a database was built
@@ -345,6 +349,10 @@ def _merge(section: object, **flags: object) -> object:
     if not given or not isinstance(section, dict | None):
         return section  # a malformed section is reported by _Section
     return {**(section or {}), **given}
+
+
+def _given(**flags: object) -> frozenset[str]:
+    return frozenset(key for key, value in flags.items() if value is not None)
 
 
 def _database(

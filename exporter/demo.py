@@ -36,17 +36,19 @@ class DemoDatabase:
     """A seeded database in a private temporary directory, with tasks progressing every few
     seconds (a pending task succeeds or fails, new tasks arrive) so the numbers move."""
 
-    def __init__(self, *, step: float = 3.0) -> None:
+    def __init__(self, *, progress: bool = True, step: float = 3.0) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="tasks_exporter-demo-"))
         self.path = self._dir / "tasks.db"
         seed(self.path)
         self._step = step
+        self._progress_enabled = progress
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._progress, name="demo", daemon=True)
         self._random = random.Random()  # noqa: S311 - demo data, not security
 
     def __enter__(self) -> Self:
-        self._thread.start()
+        if self._progress_enabled:
+            self._thread.start()
         return self
 
     def __exit__(
@@ -56,7 +58,8 @@ class DemoDatabase:
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
-        self._thread.join(2.0)
+        if self._thread.is_alive():
+            self._thread.join(2.0)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def _progress(self) -> None:

@@ -208,6 +208,7 @@ class _Connection(asyncio.Protocol):
     buffer: bytearray = field(default_factory=bytearray)
     waiting_since: float = 0.0  # when the current wait (for a request, or idle) began
     timer: asyncio.TimerHandle | None = None
+    idle: bool = False  # between requests, on the idle timeout
     closing: bool = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -239,6 +240,9 @@ class _Connection(asyncio.Protocol):
         if self.closing:
             return
         self.buffer += data
+        if self.idle:  # a new request has begun: it must now arrive within request_timeout
+            self.idle = False
+            self._arm(self.server.limits.request_timeout)
         while not self.closing:
             match = _END_OF_HEAD.search(self.buffer, 0, MAX_HEAD + 4)
             if match is None:
@@ -252,9 +256,9 @@ class _Connection(asyncio.Protocol):
             del self.buffer[: match.end()]
             self._handle(head)
             if not self.closing:
-                busy = bool(self.buffer)
+                self.idle = not self.buffer
                 limits = self.server.limits
-                self._arm(limits.request_timeout if busy else limits.idle_timeout)
+                self._arm(limits.idle_timeout if self.idle else limits.request_timeout)
 
     def _handle(self, head: bytes) -> None:
         lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")

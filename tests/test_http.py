@@ -311,3 +311,59 @@ def test_trickling_client_is_cut_off_at_the_request_timeout(tmp_path: Path) -> N
             assert 0.4 < time.monotonic() - started < 2.0
     finally:
         exporter.stop()
+
+
+def test_idle_keep_alive_then_trickle_gets_the_request_timeout(tmp_path: Path) -> None:
+    """After a served request, a new request that trickles in is cut at request_timeout too."""
+    exporter = Exporter(
+        tmp_path, '[web]\nrequest_timeout = "0.5s"\nidle_timeout = "30s"\n', "--demo"
+    ).start()
+    try:
+        with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
+            s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")
+            wait_for(lambda: s.recv(1) == b"", timeout=3, what="server to close")
+            assert time.monotonic() - started < 2.0
+    finally:
+        exporter.stop()
+
+
+def test_once_on_the_demo_prints_counts_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """--once --demo prints the demo's counts and removes its temporary database."""
+    before = set(Path("/tmp").glob("tasks_exporter-demo-*"))
+    result = run_cli("--demo", "--once", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert task_counts(parse_metrics(result.stdout)) == {"Success": 84, "Pending": 24, "Failed": 12}
+    assert set(Path("/tmp").glob("tasks_exporter-demo-*")) == before
+
+
+def test_no_configuration_at_all_is_refused_with_a_pointer_to_demo(tmp_path: Path) -> None:
+    """Run with nothing configured, the exporter exits 2 saying what to add, and names --demo."""
+    result = run_cli(cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no database configured" in result.stderr
+    assert "--demo" in result.stderr
+
+
+def test_config_check_does_not_touch_the_network(tmp_path: Path) -> None:
+    """--config.check accepts a valid config whose database is unreachable: it never connects."""
+    secret = tmp_path / "pw"
+    secret.write_text("pw", encoding="utf-8")
+    secret.chmod(0o600)
+    with socket.socket() as listener:  # a port that accepts but would never answer MySQL
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        config = tmp_path / "c.toml"
+        config.write_text(
+            f'[database]\nport = {port}\nuser = "u"\ndatabase = "d"\npassword_file = "{secret}"\n',
+            encoding="utf-8",
+        )
+        result = run_cli("--config.file", str(config), "--config.check", cwd=tmp_path, timeout=10)
+        listener.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nobody connected
+    assert result.returncode == 0, result.stderr
+    assert "configuration is valid" in result.stdout
