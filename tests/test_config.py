@@ -292,3 +292,19 @@ def test_identifiers_that_could_carry_sql_are_refused(text: str) -> None:
 def test_schema_qualified_table_is_split() -> None:
     """schema.table becomes two identifiers, each quoted on its own."""
     assert parse_table("app.tasks") == ("app", "tasks")
+
+
+def test_shipped_example_config_is_valid(tmp_path: Path) -> None:
+    """examples/tasks_exporter.toml passes validation once its option file exists."""
+    example = (Path(__file__).parent.parent / "examples" / "tasks_exporter.toml").read_text()
+    opts = write_secret(tmp_path / "my.cnf", "[client]\npassword=x\n")
+    text = example.replace("/etc/tasks_exporter/my.cnf", str(opts))
+    config = _load(tmp_path, text)
+    defaults = _load(tmp_path, _minimal(tmp_path))
+    # The example documents the defaults: apart from the database, they are the same.
+    assert (config.tasks, config.collection, config.web, config.log) == (
+        defaults.tasks,
+        defaults.collection,
+        defaults.web,
+        defaults.log,
+    )
