@@ -247,7 +247,8 @@ def test_host_bits_set_suggests_the_network(tmp_path: Path) -> None:
 def test_invalid_toml_is_one_clear_line(tmp_path: Path) -> None:
     """A TOML syntax error names the file."""
     (problem,) = _problems(tmp_path, "[database\n")
-    assert problem.startswith("--config.file:") and "not valid TOML" in problem
+    assert problem.startswith("--config.file:")
+    assert "not valid TOML" in problem
 
 
 @pytest.mark.parametrize(
@@ -285,7 +286,7 @@ def test_listen_addresses(text: str, expected: ListenAddress) -> None:
 )
 def test_identifiers_that_could_carry_sql_are_refused(text: str) -> None:
     """Table names are plain identifiers, optionally schema-qualified, and nothing else."""
-    with pytest.raises(ValueError, match="identifier|table or schema.table"):
+    with pytest.raises(ValueError, match=r"identifier|table or schema\.table"):
         parse_table(text)
 
 

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -332,11 +333,12 @@ def test_idle_keep_alive_then_trickle_gets_the_request_timeout(tmp_path: Path) -
 
 def test_once_on_the_demo_prints_counts_and_leaves_nothing_behind(tmp_path: Path) -> None:
     """--once --demo prints the demo's counts and removes its temporary database."""
-    before = set(Path("/tmp").glob("tasks_exporter-demo-*"))
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("tasks_exporter-demo-*"))
     result = run_cli("--demo", "--once", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert task_counts(parse_metrics(result.stdout)) == {"Success": 84, "Pending": 24, "Failed": 12}
-    assert set(Path("/tmp").glob("tasks_exporter-demo-*")) == before
+    assert set(tmp.glob("tasks_exporter-demo-*")) == before
 
 
 def test_no_configuration_at_all_is_refused_with_a_pointer_to_demo(tmp_path: Path) -> None:
