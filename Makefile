@@ -1,0 +1,10 @@
+.PHONY: run test lint
+
+run:
+	scripts/dev run
+
+test:
+	scripts/dev test
+
+lint:
+	scripts/dev lint
