@@ -209,6 +209,9 @@ class _Connection(asyncio.Protocol):
     waiting_since: float = 0.0  # when the current wait (for a request, or idle) began
     timer: asyncio.TimerHandle | None = None
     idle: bool = False  # between requests, on the idle timeout
+    scheduled: bool = False  # a call to _next_request is pending
+    writing_paused: bool = False  # the transport's write buffer is full
+    eof: bool = False  # the client has finished sending (half-close)
     closing: bool = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -229,7 +232,13 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
         loop = asyncio.get_running_loop()
         self.waiting_since = loop.time()
-        self.timer = loop.call_later(seconds, self.close)
+        self.timer = loop.call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        """A deadline passed: drop the connection, with anything the client did not read."""
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.abort()
 
     def close(self) -> None:
         if self.transport is not None and not self.closing:
@@ -243,49 +252,93 @@ class _Connection(asyncio.Protocol):
         if self.idle:  # a new request has begun: it must now arrive within request_timeout
             self.idle = False
             self._arm(self.server.limits.request_timeout)
-        while not self.closing:
-            match = _END_OF_HEAD.search(self.buffer, 0, MAX_HEAD + 4)
-            if match is None:
-                first_line_end = self.buffer.find(b"\n", 0, MAX_REQUEST_LINE + 2)
-                if first_line_end < 0 and len(self.buffer) > MAX_REQUEST_LINE:
-                    self._send(_text(HTTPStatus.REQUEST_URI_TOO_LONG, close=True))
-                elif len(self.buffer) > MAX_HEAD:
-                    self._send(_text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, close=True))
-                return
-            head = bytes(self.buffer[: match.start()])
-            del self.buffer[: match.end()]
-            self._handle(head)
-            if not self.closing:
-                self.idle = not self.buffer
-                limits = self.server.limits
-                self._arm(limits.idle_timeout if self.idle else limits.request_timeout)
+        self._schedule()
 
-    def _handle(self, head: bytes) -> None:
+    def _schedule(self) -> None:
+        """Answer the next buffered request on a later turn of the loop.
+
+        One request per turn keeps a client that pipelines many requests from holding up
+        every other connection.
+        """
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_request)
+
+    def _next_request(self) -> None:
+        self.scheduled = False
+        if self.closing or self.writing_paused:
+            return
+        match = _END_OF_HEAD.search(self.buffer, 0, MAX_HEAD + 4)
+        if match is None:
+            first_line_end = self.buffer.find(b"\n", 0, MAX_REQUEST_LINE + 2)
+            if first_line_end < 0 and len(self.buffer) > MAX_REQUEST_LINE:
+                self._send(_text(HTTPStatus.REQUEST_URI_TOO_LONG, close=True))
+            elif len(self.buffer) > MAX_HEAD:
+                self._send(_text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, close=True))
+            elif self.eof:
+                self.close()  # every complete request is answered; the rest never came
+            self._update_reading()
+            return
+        head = bytes(self.buffer[: match.start()])
+        del self.buffer[: match.end()]
+        if not self._handle(head):
+            return
+        self.idle = not self.buffer
+        limits = self.server.limits
+        self._arm(limits.idle_timeout if self.idle else limits.request_timeout)
+        self._update_reading()
+        if self.buffer:
+            self._schedule()
+
+    def _update_reading(self) -> None:
+        """Read more only while the client reads its answers and has little queued."""
+        if self.transport is None or self.closing:
+            return
+        if self.writing_paused or len(self.buffer) > MAX_HEAD:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        # Keep the connection open to answer what was already sent (clients like `nc -N`
+        # half-close after their request); it closes once the buffer is answered.
+        self.eof = True
+        self._schedule()
+        return True
+
+    def pause_writing(self) -> None:
+        # The client is not reading its answers: take no more requests from it until it does.
+        self.writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._update_reading()
+        if self.buffer:
+            self._schedule()
+
+    def _handle(self, head: bytes) -> bool:
+        """Answer one request; False when the connection is closing after it."""
         lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
         request_line = lines[0]
         if len(request_line) > MAX_REQUEST_LINE:
-            self._send(_text(HTTPStatus.REQUEST_URI_TOO_LONG, close=True))
-            return
+            return self._send(_text(HTTPStatus.REQUEST_URI_TOO_LONG, close=True))
         parts = request_line.split(" ")
         if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not _VERSION.fullmatch(parts[2]):
-            self._send(_text(HTTPStatus.BAD_REQUEST, close=True))
-            return
+            return self._send(_text(HTTPStatus.BAD_REQUEST, close=True))
         method, target, version = parts
         if len(lines) - 1 > MAX_HEADERS:
-            self._send(_text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, close=True))
-            return
+            return self._send(_text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, close=True))
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, colon, value = line.partition(":")
             if not colon or not _TOKEN.fullmatch(name):
-                self._send(_text(HTTPStatus.BAD_REQUEST, close=True))
-                return
+                return self._send(_text(HTTPStatus.BAD_REQUEST, close=True))
             key = name.lower()
             headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
         path = _path(target)
         if path is None:
-            self._send(_text(HTTPStatus.BAD_REQUEST, close=True))
-            return
+            return self._send(_text(HTTPStatus.BAD_REQUEST, close=True))
         tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
         keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
         # Requests here carry no body; one that announces a body cannot be framed safely
@@ -297,11 +350,12 @@ class _Connection(asyncio.Protocol):
         except Exception:  # a bug answers 500 and is logged once; the server keeps serving
             self.server.log.exception("error answering request", extra={"kv": {"path": path}})
             response = _text(HTTPStatus.INTERNAL_SERVER_ERROR, close=True)
-        self._send(response, head_only=method == "HEAD", keep_alive=keep_alive)
+        return self._send(response, head_only=method == "HEAD", keep_alive=keep_alive)
 
     def _send(
         self, response: Response, *, head_only: bool = False, keep_alive: bool = False
-    ) -> None:
+    ) -> bool:
+        """Write the response in one go; False when the connection closes after it."""
         assert self.transport is not None  # noqa: S101 - only called on accepted connections
         close = response.close or not keep_alive
         status = HTTPStatus(response.status)
@@ -318,6 +372,7 @@ class _Connection(asyncio.Protocol):
         self.transport.write(head if head_only else head + response.body)
         if close:
             self.close()
+        return not close
 
     def connection_lost(self, _exc: Exception | None) -> None:
         if self.timer is not None:
