@@ -63,15 +63,23 @@ class Allowlist:
         self._v6 = tuple(n for n in networks if isinstance(n, ipaddress.IPv6Network))
 
     def allows(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host.partition("%")[0])
-        except ValueError:
-            return False  # not an IP client (should not happen on TCP sockets): refuse
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        address = client_address(host)
         if isinstance(address, ipaddress.IPv4Address):
             return any(address in n for n in self._v4)
-        return any(address in n for n in self._v6)
+        if isinstance(address, ipaddress.IPv6Address):
+            return any(address in n for n in self._v6)
+        return False  # not an IP client (should not happen on TCP sockets): refuse
+
+
+def client_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address as it is matched and logged: IPv4-mapped IPv6 becomes IPv4."""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class RefusalLog:
@@ -221,7 +229,7 @@ class _Connection(asyncio.Protocol):
         if not self.server.allowlist.allows(host):
             transport.abort()
             self.closing = True
-            self.server.refused(host)
+            self.server.refused(str(client_address(host) or host))
             return
         self.transport = transport
         self.server.opened(self)

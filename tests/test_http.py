@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from support import Exporter, free_port, get, parse_metrics, run_cli, task_counts, value, wait_for
+from support import (
+    Exporter,
+    free_port,
+    get,
+    lines_matching,
+    parse_metrics,
+    run_cli,
+    task_counts,
+    value,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -240,18 +250,22 @@ def _connect_from(source: str, port: int, dest: str = "127.0.0.1") -> socket.soc
     return s
 
 
+def _answer_to(source: str, port: int) -> bytes:
+    """What a client at `source` gets back for a request: b"" when closed at accept."""
+    with _connect_from(source, port) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            return s.recv(1024)
+        except ConnectionResetError:
+            return b""
+
+
 def test_refused_client_gets_nothing_and_is_counted(tmp_path: Path) -> None:
     """A client outside the allowlist (127.0.0.2) is closed at once with no byte sent; counted."""
     exporter = Exporter(tmp_path, '[web]\nallow = ["127.0.0.1/32"]\n', "--demo").start(ready=True)
     try:
         for _ in range(3):
-            with _connect_from("127.0.0.2", exporter.port) as s:
-                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                try:
-                    data = s.recv(1024)
-                except ConnectionResetError:
-                    data = b""
-                assert data == b""
+            assert _answer_to("127.0.0.2", exporter.port) == b""
         samples = exporter.scrape()
         assert value(samples, "tasks_exporter_allowlist_refused_connections_total") == 3
         refusals = [line for line in exporter.log().splitlines() if "refused by allowlist" in line]
@@ -261,17 +275,20 @@ def test_refused_client_gets_nothing_and_is_counted(tmp_path: Path) -> None:
         exporter.stop()
 
 
-def test_ipv6_client_refused_when_only_ipv4_is_allowed(tmp_path: Path) -> None:
-    """On a dual-stack listener, ::1 is refused by an IPv4-only allowlist, 127.0.0.1 is not."""
+def test_dual_stack_listener_matches_ipv4_clients_as_ipv4(tmp_path: Path) -> None:
+    """On a dual-stack `:port` listener, IPv4 clients (seen as ::ffff:a.b.c.d) are matched and
+    logged as IPv4; ::1 is refused by an IPv4-only allowlist."""
     port = free_port("::")
-    exporter = Exporter(tmp_path, '[web]\nallow = ["127.0.0.0/8"]\n', "--demo", listen=f":{port}")
+    exporter = Exporter(tmp_path, '[web]\nallow = ["127.0.0.1/32"]\n', "--demo", listen=f":{port}")
     exporter.port = port
     exporter.start(ready=True)
     try:
-        with pytest.raises((ConnectionError, OSError)):
-            get("::1", port, "/-/healthy")
-        # 127.0.0.1 arrives on the dual-stack socket as ::ffff:127.0.0.1 and matches 127/8.
         assert get("127.0.0.1", port, "/-/healthy").status == 200
+        with pytest.raises(ConnectionError):  # closed without a byte of answer
+            get("::1", port, "/-/healthy")
+        assert _answer_to("127.0.0.2", port) == b""
+        refusals = lines_matching(exporter.log(), "refused by allowlist")
+        assert [line.split("client=")[1] for line in refusals] == ["::1", "127.0.0.2"]
     finally:
         exporter.stop()
 

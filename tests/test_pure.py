@@ -22,7 +22,7 @@ from exporter.collect import Snapshot, shape
 from exporter.config import TasksConfig, parse_network
 from exporter.metrics import SnapshotCollector, accepts_gzip, families
 from exporter.page import render
-from exporter.web import Allowlist, RefusalLog, _path
+from exporter.web import Allowlist, RefusalLog, _path, client_address
 from support import parse_metrics, task_counts, value
 
 TASKS = TasksConfig()
@@ -207,6 +207,15 @@ def test_allowlist_matching(client: str, allowed: bool) -> None:
     """Clients match by network; IPv4-mapped IPv6 addresses match as IPv4."""
     networks = [parse_network(n) for n in ("127.0.0.0/8", "::1/128", "2001:db8::/32")]
     assert Allowlist(networks).allows(client) is allowed
+
+
+@pytest.mark.parametrize(
+    ("peer", "shown"),
+    [("::ffff:192.0.2.1", "192.0.2.1"), ("192.0.2.1", "192.0.2.1"), ("fe80::1%eth0", "fe80::1")],
+)
+def test_client_address_is_shown_as_it_is_matched(peer: str, shown: str) -> None:
+    """A refused IPv4 client on a dual-stack socket is logged as IPv4, as it is matched."""
+    assert str(client_address(peer)) == shown
 
 
 def test_ipv4_mapped_client_does_not_match_an_ipv6_only_rule() -> None:
