@@ -295,7 +295,7 @@ class _Connection(asyncio.Protocol):
         limits = self.server.limits
         self._arm(limits.idle_timeout if self.idle else limits.request_timeout)
         self._update_reading()
-        if self.buffer:
+        if self.buffer or self.eof:
             self._schedule()
 
     def _update_reading(self) -> None:
@@ -322,7 +322,7 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.writing_paused = False
         self._update_reading()
-        if self.buffer:
+        if self.buffer or self.eof:
             self._schedule()
 
     def _handle(self, head: bytes) -> bool:

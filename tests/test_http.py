@@ -145,6 +145,14 @@ def test_keep_alive_serves_several_requests_on_one_connection(demo: Exporter) ->
     assert data.endswith(b"Ready.\n")
 
 
+def test_half_closed_client_gets_its_answer_and_the_connection_ends(demo: Exporter) -> None:
+    """A client that sends a keep-alive request and half-closes (nc -N) is answered, then closed."""
+    started = time.monotonic()
+    data = _raw(demo.port, b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+    assert data.count(b"HTTP/1.1 200 OK") == 2
+    assert time.monotonic() - started < 1.0  # not held until the idle timeout
+
+
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [
