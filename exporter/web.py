@@ -276,6 +276,11 @@ class _Connection(asyncio.Protocol):
         self.scheduled = False
         if self.closing or self.writing_paused:
             return
+        # Empty lines before a request line are ignored (RFC 9112, 2.2): some clients send a
+        # stray CRLF between requests.
+        blank = len(self.buffer) - len(self.buffer.lstrip(b"\r\n"))
+        if blank:
+            del self.buffer[:blank]
         match = _END_OF_HEAD.search(self.buffer, 0, MAX_HEAD + 4)
         if match is None:
             first_line_end = self.buffer.find(b"\n", 0, MAX_REQUEST_LINE + 2)

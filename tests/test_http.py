@@ -137,9 +137,10 @@ def test_head_has_headers_and_no_body(demo: Exporter) -> None:
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(demo: Exporter) -> None:
-    """Pipelined keep-alive requests on one connection each get their answer, in order."""
+    """Pipelined keep-alive requests on one connection each get their answer, in order; a stray
+    empty line between requests is ignored."""
     request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
-    last = b"GET /-/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    last = b"\r\nGET /-/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"  # stray CRLF first
     data = _raw(demo.port, request * 3 + last)
     assert data.count(b"HTTP/1.1 200 OK") == 4
     assert data.endswith(b"Ready.\n")
