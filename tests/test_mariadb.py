@@ -324,7 +324,9 @@ def test_locked_table_times_out_while_scrapes_stay_fast(tmp_path: Path, tasks_db
         assert task_counts(samples) == {"Success": 5, "Pending": 3, "Failed": 2}  # not stale yet
         with locker.cursor() as cur:
             cur.execute("UNLOCK TABLES")
-        wait_for(lambda: value(exporter.scrape(), "tasks_exporter_up") == 1, timeout=5, what="up")
+        _wait_up(exporter, 1, timeout=5)
+        (failure,) = lines_matching(exporter.log(), "collection failed")  # two timeouts, one line
+        assert "result=timeout" in failure
     finally:
         locker.close()
         exporter.stop()
