@@ -11,8 +11,9 @@ from exporter.config import DatabaseConfig, TasksConfig
 from exporter.source import ConnectError, QueryError, QueryTimeout, Rows, build_query
 
 # The client-side read timeout trails the server-side limit by this much, so that the server's
-# own, cleaner error normally arrives first and the connection stays usable.
-_CLIENT_GRACE = 0.25
+# own, cleaner error normally arrives first (even on a loaded host) and the connection stays
+# usable; the client timeout is the backstop for a server that does not answer at all.
+_CLIENT_GRACE = 0.5
 
 # Server error codes that mean "cut off at the timeout".
 _TIMEOUT_CODES = {
