@@ -105,7 +105,9 @@ class RefusalLog:
         self._seen: set[str] = set()
         self._suppressed = 0
 
-    def refused(self, host: str) -> None:
+    def refused(self, host: str) -> float | None:
+        """Record one refusal. When it starts a pending summary, return the seconds after
+        which flush() should be called to write it."""
         now = self._clock()
         if now >= self._window_end:
             self.flush()
@@ -114,8 +116,9 @@ class RefusalLog:
         if host not in self._seen and len(self._seen) < self._distinct:
             self._seen.add(host)
             self._log.warning("connection refused by allowlist", extra={"kv": {"client": host}})
-        else:
-            self._suppressed += 1
+            return None
+        self._suppressed += 1
+        return self._window_end - now if self._suppressed == 1 else None
 
     def flush(self) -> None:
         if self._suppressed:
@@ -478,7 +481,9 @@ class Server:
 
     def refused(self, host: str) -> None:
         self._refused_total.inc()
-        self._refusals.refused(host)
+        summary_in = self._refusals.refused(host)
+        if summary_in is not None:
+            asyncio.get_running_loop().call_later(summary_in, self._refusals.flush)
 
     def opened(self, conn: _Connection) -> None:
         if len(self._connections) >= self.limits.max_connections:

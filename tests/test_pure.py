@@ -229,8 +229,12 @@ def test_refusal_log_does_not_flood() -> None:
     logger = logs.setup("info", "logfmt", stream)
     now = [0.0]
     refusals = RefusalLog(logger, window=60, distinct=3, clock=lambda: now[0])
-    for i in range(1000):
-        refusals.refused(f"10.0.0.{i % 5}")
+    flush_in = [refusals.refused(f"10.0.0.{i % 5}") for i in range(1000)]
+    assert flush_in[3] == 60  # the first suppressed refusal asks for a summary at window end
+    assert [d for d in flush_in if d is not None] == [60]
+    assert len(stream.getvalue().splitlines()) == 3  # one line per new address, at most 3
+    now[0] = 60.0
+    refusals.flush()  # the server calls this when asked to, even if the flood has stopped
     now[0] = 61.0
     refusals.refused("10.0.0.1")
     lines = stream.getvalue().splitlines()
