@@ -99,9 +99,9 @@ class CollectionLoop:
         self._snapshot = Snapshot(interval=collection.interval, staleness=collection.staleness)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # What was last logged about failures: starts as a value no collection reports, so the
-        # first outcome is always logged.
-        self._reported_error: str | None = "not collected yet"
+        # The failure reason last logged (None: success); it starts as a value no collection
+        # reports, so the first outcome is always logged.
+        self._reported_reason: str | None = "not collected yet"
         self._reported_folded: tuple[str, ...] = ()
 
     @property
@@ -111,16 +111,17 @@ class CollectionLoop:
     def collect_once(self) -> Snapshot:
         """Run one collection, publish its snapshot and return it."""
         started = time.monotonic()
-        outcome, error, rows = "success", None, None
+        outcome, error, reason, rows = "success", None, None, None
         try:
             rows = self._source.count()
         except QueryTimeout as exc:
-            outcome, error = "timeout", str(exc)
+            outcome, error, reason = "timeout", str(exc), exc.reason
         except SourceError as exc:
-            outcome, error = "error", str(exc)
+            outcome, error, reason = "error", str(exc), exc.reason
         except Exception as exc:  # a bug must not kill the loop: report it as a failed collection
             self._log.exception("unexpected error during collection")
             outcome, error = "error", f"unexpected {type(exc).__name__}: {exc}"
+            reason = error
             with contextlib.suppress(Exception):
                 self._source.close()
         duration = time.monotonic() - started
@@ -144,12 +145,12 @@ class CollectionLoop:
             )
             self._report_folding(folded)
         self._snapshot = snapshot
-        self._report(outcome, error, duration)
+        self._report(outcome, error, reason, duration)
         return snapshot
 
-    def _report(self, outcome: str, error: str | None, duration: float) -> None:
-        """Log a failure once when it starts or changes, and once when collections recover."""
-        if error == self._reported_error:
+    def _report(self, outcome: str, error: str | None, reason: str | None, duration: float) -> None:
+        """Log a failure once when its reason starts or changes, and once on recovery."""
+        if reason == self._reported_reason:
             self._log.debug(
                 "collection finished",
                 extra={"kv": {"result": outcome, "duration_seconds": round(duration, 4)}},
@@ -161,7 +162,7 @@ class CollectionLoop:
             )
         else:
             self._log.error("collection failed", extra={"kv": {"result": outcome, "err": error}})
-        self._reported_error = error
+        self._reported_reason = reason
 
     def _report_folding(self, folded: tuple[str, ...]) -> None:
         if folded == self._reported_folded:

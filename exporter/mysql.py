@@ -60,12 +60,15 @@ class MySQLSource:
                 code = _code(exc)
                 if code in _TIMEOUT_CODES or "timed out" in str(exc):
                     raise QueryTimeout(
-                        f"query cut off after {self._timeout:g}s: {_describe(exc)}"
+                        f"query cut off after {self._timeout:g}s: {_describe(exc)}",
+                        reason="timeout",
                     ) from None
                 if may_retry and code in _LOST_CODES:
                     may_retry = False
                     continue
-                raise QueryError(f"query failed: {_describe(exc)}") from None
+                raise QueryError(
+                    f"query failed: {_describe(exc)}", reason=f"query error {code}"
+                ) from None
 
     def _run(self) -> Rows:
         conn = self._connect()
@@ -96,19 +99,26 @@ class MySQLSource:
             )
         except pymysql.MySQLError as exc:
             raise ConnectError(
-                f"cannot connect to {where} as {db.user}: {_describe(exc)}"
+                f"cannot connect to {where} as {db.user}: {_describe(exc)}",
+                reason=f"connect error {_code(exc)}",
             ) from None
         try:
             self._limit_session(conn)
         except pymysql.MySQLError as exc:
             conn.close()
-            raise ConnectError(f"cannot set up the session on {where}: {_describe(exc)}") from None
+            raise ConnectError(
+                f"cannot set up the session on {where}: {_describe(exc)}",
+                reason=f"session error {_code(exc)}",
+            ) from None
         self._conn = conn
         return conn
 
     def _limit_session(self, conn: pymysql.connections.Connection[pymysql.cursors.Cursor]) -> None:
         """Read-only, and every statement bounded on the server side too."""
-        lock_wait = max(1, math.ceil(self._timeout))
+        # The statement limit covers lock waits too and fires at the timeout; lock_wait_timeout
+        # (whole seconds) is a backstop set later, so the two never race to report one cut-off
+        # with two different errors.
+        lock_wait = math.ceil(self._timeout) + 1
         server = str(conn.get_server_info())  # type: ignore[no-untyped-call]  # untyped in the stubs
         if "mariadb" in server.lower():
             limit = f"max_statement_time = {self._timeout:.3f}"

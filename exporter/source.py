@@ -13,7 +13,15 @@ Rows = Sequence[tuple[object, int]]
 
 
 class SourceError(Exception):
-    """A collection failed; the message is safe to log and show (it never holds the password)."""
+    """A collection failed; the message is safe to log and show (it never holds the password).
+
+    `reason` names the condition, stable across collections (a timeout is a timeout whichever
+    limit cut it off), so a failure that lasts is logged once, however its wording varies.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class ConnectError(SourceError):
