@@ -40,7 +40,9 @@ class SecretError(Exception):
 def read_private_file(path: Path) -> str:
     """Read a secret file, refusing one that group or others may read or write."""
     try:
-        with path.open("rb") as handle:
+        # Non-blocking, so that a FIFO given by mistake is refused below instead of hanging.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
             mode = os.fstat(handle.fileno()).st_mode
             if not stat.S_ISREG(mode):
                 raise SecretError(f"{path} is not a regular file")

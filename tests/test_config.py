@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,21 @@ def test_secret_file_open_to_group_or_others_is_refused(tmp_path: Path, mode: in
     assert problem.startswith("database.password_file:")
     assert str(secret) in problem
     assert "chmod 600" in problem
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_secret_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    """A FIFO or a directory given as the password file is refused at once, naming it."""
+    secret = tmp_path / "pw"
+    if kind == "fifo":
+        os.mkfifo(secret, 0o600)
+    else:
+        secret.mkdir(mode=0o700)
+    (problem,) = _problems(
+        tmp_path, f'[database]\nuser = "u"\ndatabase = "d"\npassword_file = "{secret}"\n'
+    )
+    assert problem.startswith("database.password_file:")
+    assert str(secret) in problem
 
 
 def test_option_file_supplies_user_and_password(tmp_path: Path) -> None:
