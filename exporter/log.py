@@ -55,11 +55,13 @@ class JsonFormatter(logging.Formatter):
 
 def setup(level: str, fmt: str, stream: TextIO = sys.stderr) -> logging.Logger:
     """The exporter's logger, writing one line per event to stderr (journald adds the rest)."""
-    logger = logging.getLogger("tasks_exporter")
-    logger.handlers.clear()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
-    logger.addHandler(handler)
-    logger.setLevel(_LEVELS[level])
-    logger.propagate = False
-    return logger
+    # asyncio reports transport trouble on its own logger: same format, warnings and up.
+    for name, minimum in (("tasks_exporter", _LEVELS[level]), ("asyncio", logging.WARNING)):
+        each = logging.getLogger(name)
+        each.handlers.clear()
+        each.addHandler(handler)
+        each.setLevel(max(minimum, _LEVELS[level]))
+        each.propagate = False
+    return logging.getLogger("tasks_exporter")

@@ -39,7 +39,8 @@ def log_stream() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     logs.setup("info", "logfmt", stream)
     yield stream
-    logging.getLogger("tasks_exporter").handlers.clear()
+    for name in ("tasks_exporter", "asyncio"):
+        logging.getLogger(name).handlers.clear()
 
 
 def _loop(source: ScriptedSource, **collection: float) -> CollectionLoop:

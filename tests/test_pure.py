@@ -306,7 +306,8 @@ def test_landing_page_says_when_data_is_stale_or_database_unreachable() -> None:
 
 @pytest.mark.parametrize("fmt", ["logfmt", "json"])
 def test_log_formats_carry_message_and_fields(fmt: str) -> None:
-    """Both log formats write one line per event with the message and its fields."""
+    """Both log formats write one line per event with the message and its fields, asyncio's
+    own warnings included."""
     stream = io.StringIO()
     logger = logs.setup("info", fmt, stream)
     logger.info("collection failed", extra={"kv": {"err": 'quote " and space'}})
@@ -321,4 +322,9 @@ def test_log_formats_carry_message_and_fields(fmt: str) -> None:
         assert 'msg="collection failed"' in line
         assert 'err="quote \\" and space"' in line
         assert "level=info" in line
-    logging.getLogger("tasks_exporter").handlers.clear()
+    logging.getLogger("asyncio").warning("socket.send() raised exception.")
+    asyncio_line = stream.getvalue().splitlines()[-1]
+    assert "socket.send() raised exception." in asyncio_line
+    assert asyncio_line.startswith("{" if fmt == "json" else "ts=")
+    for name in ("tasks_exporter", "asyncio"):
+        logging.getLogger(name).handlers.clear()
