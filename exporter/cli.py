@@ -186,6 +186,7 @@ async def _run(
             "kv": {
                 "version": __version__,
                 "listen": ",".join(_format(a) for a in server.addresses),
+                "allow": ",".join(str(n) for n in config.web.allow),
                 "source": config.database.describe(),
                 "interval_seconds": config.collection.interval,
             }

@@ -107,6 +107,15 @@ def test_health_and_readiness(demo: Exporter) -> None:
     assert demo.get("/-/ready").status == 200
 
 
+def test_start_line_says_where_it_listens_and_whom_it_allows(demo: Exporter) -> None:
+    """The first log line names the listen address, the allowlist and the data source."""
+    first = demo.log().splitlines()[0]
+    assert 'msg="tasks_exporter started"' in first
+    assert f"listen=127.0.0.1:{demo.port}" in first
+    assert "allow=127.0.0.0/8,::1/128" in first
+    assert 'source="embedded demo database"' in first
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
