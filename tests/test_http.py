@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import signal
 import socket
@@ -449,5 +450,33 @@ def test_client_that_never_reads_cannot_grow_server_memory(tmp_path: Path) -> No
                     return True
 
             wait_for(dropped, timeout=10, what="the stuck connection to be dropped")
+    finally:
+        exporter.stop()
+
+
+def test_ipv6_loopback_scraper_is_allowed_by_default(tmp_path: Path) -> None:
+    """Listening on [::1], a scraper on ::1 is served under the default allowlist."""
+    port = free_port("::1")
+    exporter = Exporter(tmp_path, "", "--demo", listen=f"[::1]:{port}")
+    exporter.host, exporter.port = "::1", port
+    exporter.start(ready=True)
+    try:
+        assert task_counts(exporter.scrape())["Success"] == 84
+    finally:
+        exporter.stop()
+
+
+def test_custom_telemetry_path_and_json_logs(tmp_path: Path) -> None:
+    """--web.telemetry-path moves the metrics (and the page's link); --log.format json logs JSON."""
+    exporter = Exporter(
+        tmp_path, "", "--demo", "--web.telemetry-path", "/custom", "--log.format", "json"
+    ).start(ready=True)
+    try:
+        assert exporter.get("/custom").status == 200
+        assert exporter.get("/metrics").status == 404
+        assert '<a href="/custom">' in exporter.get("/").text
+        records = [json.loads(line) for line in exporter.log().splitlines()]
+        assert records[0]["msg"] == "tasks_exporter started"
+        assert {"ts", "level", "msg"} <= set(records[0])
     finally:
         exporter.stop()

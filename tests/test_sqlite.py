@@ -1,0 +1,92 @@
+"""SQLite as a real task source, for applications that keep their tasks in SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from exporter.demo import SCHEMA
+from support import Exporter, run_cli, value, wait_for
+
+
+def _database(path: Path, rows: list[tuple[str, str | None]]) -> Path:
+    with sqlite3.connect(path) as conn:
+        conn.execute(SCHEMA)
+        conn.executemany("INSERT INTO tasks (task_title, task_status) VALUES (?, ?)", rows)
+    conn.close()
+    return path
+
+
+def _config(path: Path, tasks: str = "") -> str:
+    return (
+        f'[database]\ndriver = "sqlite"\npath = "{path}"\n'
+        f'[collection]\ninterval = "0.5s"\ntimeout = "0.3s"\n[tasks]\n{tasks}\n'
+    )
+
+
+def test_counts_follow_an_application_sqlite_file(tmp_path: Path) -> None:
+    """A SQLite tasks table is counted like MySQL's, and changes show at the next interval."""
+    db = _database(
+        tmp_path / "app.db",
+        [("a", "Success"), ("b", "Success"), ("c", "Pending"), ("d", None), ("e", "Retry")],
+    )
+    exporter = Exporter(tmp_path, _config(db)).start(ready=True)
+    try:
+        assert exporter.counts() == {"Success": 2, "Pending": 1, "Failed": 0, "NULL": 1, "Retry": 1}
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE tasks SET task_status = 'Failed' WHERE task_status = 'Retry'")
+        conn.close()
+        wait_for(
+            lambda: exporter.counts() == {"Success": 2, "Pending": 1, "Failed": 1, "NULL": 1},
+            timeout=5,
+            what="the update",
+        )
+    finally:
+        exporter.stop()
+
+
+def test_filter_and_schema_qualified_table(tmp_path: Path) -> None:
+    """`main.tasks` and a filter work on SQLite as on MySQL."""
+    db = _database(tmp_path / "app.db", [("a", "Success"), ("b", "Failed"), ("c", "Failed")])
+    config = tmp_path / "c.toml"
+    config.write_text(_config(db, 'table = "main.tasks"\nfilter = "task_id > 1"'), "utf-8")
+    result = run_cli("--config.file", str(config), "--once", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert 'tasks_exporter_tasks{status="Failed"} 2.0' in result.stdout
+    assert 'tasks_exporter_tasks{status="Success"} 0.0' in result.stdout
+
+
+def test_missing_file_fails_clearly_then_recovers(tmp_path: Path) -> None:
+    """A database file that does not exist yet: up=0 with the reason; once created, counted."""
+    db = tmp_path / "later.db"
+    exporter = Exporter(tmp_path, _config(db)).start()
+    try:
+        wait_for(lambda: "does not exist" in exporter.log(), timeout=5, what="the reason")
+        assert value(exporter.scrape(), "tasks_exporter_up") == 0
+        _database(db, [("a", "Pending")])
+        wait_for(lambda: exporter.counts().get("Pending") == 1, timeout=5, what="recovery")
+    finally:
+        exporter.stop()
+
+
+def test_the_exporter_never_writes_to_the_file(tmp_path: Path) -> None:
+    """The file is opened read-only: after collections its bytes and mtime are unchanged."""
+    db = _database(tmp_path / "app.db", [("a", "Success")])
+    before = (db.read_bytes(), db.stat().st_mtime_ns)
+    exporter = Exporter(tmp_path, _config(db)).start(ready=True)
+    try:
+        wait_for(
+            lambda: (
+                (
+                    value(exporter.scrape(), "tasks_exporter_collections_total", result="success")
+                    or 0
+                )
+                >= 3
+            ),
+            timeout=5,
+            what="three collections",
+        )
+    finally:
+        exporter.stop()
+    assert (db.read_bytes(), db.stat().st_mtime_ns) == before
+    assert not (tmp_path / "app.db-journal").exists()
