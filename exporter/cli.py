@@ -27,7 +27,7 @@ from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import Config, ConfigError, Overrides, load
 from exporter.demo import DemoDatabase
-from exporter.metrics import SnapshotCollector
+from exporter.metrics import PREFIX, SnapshotCollector
 from exporter.mysql import MySQLSource
 from exporter.source import Source
 from exporter.sqlite import SQLiteSource
@@ -153,7 +153,7 @@ def serve(config: Config, collection: CollectionLoop, logger: logging.Logger) ->
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     refused = Counter(
-        "tasks_exporter_allowlist_refused_connections",
+        f"{PREFIX}_allowlist_refused_connections",
         "Connections closed at accept because the client is not in web.allow.",
         registry=registry,
     )

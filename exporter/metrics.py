@@ -101,6 +101,10 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         return families(self._snapshot(), self._clock(), self._version)
 
+    def describe(self) -> Iterable[Metric]:
+        """The families without reading the current snapshot, for registration."""
+        return families(Snapshot(interval=0.0, staleness=0.0), 0.0, self._version)
+
 
 def accepts_gzip(accept_encoding: str | None) -> bool:
     """True when the Accept-Encoding header allows gzip (and does not give it q=0)."""

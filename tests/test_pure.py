@@ -328,3 +328,19 @@ def test_log_formats_carry_message_and_fields(fmt: str) -> None:
     assert asyncio_line.startswith("{" if fmt == "json" else "ts=")
     for name in ("tasks_exporter", "asyncio"):
         logging.getLogger(name).handlers.clear()
+
+
+def test_registering_the_collector_does_not_read_the_snapshot() -> None:
+    """Registration uses describe(): it names every family and never calls collect()."""
+    reads: list[int] = []
+
+    def snapshot() -> Snapshot:
+        reads.append(1)
+        return _snapshot()
+
+    collector = SnapshotCollector(snapshot, "v")
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert reads == []
+    described = {f.name for f in collector.describe()}
+    assert described == {f.name for f in collector.collect()}
