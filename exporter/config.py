@@ -28,7 +28,6 @@ T = TypeVar("T")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_PORT = 9775
-DEFAULT_LISTEN = f":{DEFAULT_PORT}"
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 DEFAULT_STATUSES = ("Success", "Pending", "Failed")
 LOG_LEVELS = ("debug", "info", "warn", "error")

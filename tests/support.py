@@ -18,8 +18,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def free_port(host: str = "127.0.0.1") -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
