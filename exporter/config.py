@@ -390,7 +390,7 @@ def _database(
     password, options = _password(s, environ)
     if not user:
         user = options.get("user", "")
-    if not user:
+    if not user and not s.has("user"):  # a wrong value was reported already
         s.problem("user", "required (here, or as user= in the option_file's [client] section)")
     s.finish()
     return DatabaseConfig(

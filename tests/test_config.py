@@ -127,6 +127,14 @@ def test_database_mistakes_name_the_setting(tmp_path: Path, text: str, setting: 
     assert any(p.startswith(f"{setting}:") for p in problems), problems
 
 
+def test_a_wrong_value_is_reported_once(tmp_path: Path) -> None:
+    """A setting with a wrong type gets one line, not also a 'required' line."""
+    problems = _problems(tmp_path, '[database]\nuser = 1\ndatabase = "d"\n')
+    assert [p for p in problems if p.startswith("database.user:")] == [
+        "database.user: must be a string, got 1"
+    ]
+
+
 def test_password_in_config_is_refused_without_echoing_it(tmp_path: Path) -> None:
     """A password written into the TOML is refused, and the message does not repeat it."""
     problems = _problems(tmp_path, '[database]\nuser = "u"\ndatabase = "d"\npassword = "hunter2"\n')
