@@ -18,7 +18,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import pymysql
 import pymysql.cursors
+
+from support import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -50,14 +51,6 @@ _INNODB_ARGS = (
 _MAX_SOCKET_PATH = 100
 
 _ROOT_CONNECT_TIMEOUT = 2
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _running_as_root() -> bool:
