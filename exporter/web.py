@@ -62,8 +62,8 @@ class Allowlist:
         self._v4 = tuple(n for n in networks if isinstance(n, ipaddress.IPv4Network))
         self._v6 = tuple(n for n in networks if isinstance(n, ipaddress.IPv6Network))
 
-    def allows(self, host: str) -> bool:
-        address = client_address(host)
+    def allows(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        """Whether a client address (as client_address() gives it) is in an allowed network."""
         if isinstance(address, ipaddress.IPv4Address):
             return any(address in n for n in self._v4)
         if isinstance(address, ipaddress.IPv6Address):
@@ -203,13 +203,6 @@ class Routes:
         return Response(503, f"Not ready: {reason}.\n".encode())
 
 
-@dataclass
-class _Limits:
-    max_connections: int
-    request_timeout: float
-    idle_timeout: float
-
-
 @dataclass(eq=False)
 class _Connection(asyncio.Protocol):
     """One client connection: parses requests, answers each in one write, enforces deadlines."""
@@ -229,14 +222,15 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)  # noqa: S101 - TCP servers give Transports
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) else ""
-        if not self.server.allowlist.allows(host):
+        address = client_address(host)
+        if not self.server.allowlist.allows(address):
             transport.abort()
             self.closing = True
-            self.server.refused(str(client_address(host) or host))
+            self.server.refused(str(address or host))
             return
         self.transport = transport
         self.server.opened(self)
-        self._arm(self.server.limits.request_timeout)
+        self._arm(self.server.web.request_timeout)
 
     def _arm(self, seconds: float) -> None:
         if self.timer is not None:
@@ -262,7 +256,7 @@ class _Connection(asyncio.Protocol):
         self.buffer += data
         if self.idle:  # a new request has begun: it must now arrive within request_timeout
             self.idle = False
-            self._arm(self.server.limits.request_timeout)
+            self._arm(self.server.web.request_timeout)
         self._schedule()
 
     def _schedule(self) -> None:
@@ -300,8 +294,8 @@ class _Connection(asyncio.Protocol):
         if not self._handle(head):
             return
         self.idle = not self.buffer
-        limits = self.server.limits
-        self._arm(limits.idle_timeout if self.idle else limits.request_timeout)
+        web = self.server.web
+        self._arm(web.idle_timeout if self.idle else web.request_timeout)
         self._update_reading()
         if self.buffer or self.eof:
             self._schedule()
@@ -449,8 +443,7 @@ class Server:
     ) -> None:
         self.routes = routes
         self.allowlist = Allowlist(web.allow)
-        self.limits = _Limits(web.max_connections, web.request_timeout, web.idle_timeout)
-        self._listen = web.listen_addresses
+        self.web = web
         self._refused_total = refused_total
         self._refusals = RefusalLog(logger)
         self.log = logger
@@ -462,7 +455,7 @@ class Server:
         socks = list(sockets)
         if not socks:
             try:
-                for address in self._listen:
+                for address in self.web.listen_addresses:
                     socks += _bind(address)
             except ListenError:
                 for s in socks:
@@ -486,7 +479,7 @@ class Server:
             asyncio.get_running_loop().call_later(summary_in, self._refusals.flush)
 
     def opened(self, conn: _Connection) -> None:
-        if len(self._connections) >= self.limits.max_connections:
+        if len(self._connections) >= self.web.max_connections:
             # Full: drop the connection that has waited longest (idle keep-alive or a client
             # that has not finished its request), so a newcomer with a request is served.
             oldest = min(self._connections, key=lambda c: c.waiting_since)

@@ -206,7 +206,7 @@ def test_any_status_string_round_trips_through_both_formats(status: str) -> None
 def test_allowlist_matching(client: str, allowed: bool) -> None:
     """Clients match by network; IPv4-mapped IPv6 addresses match as IPv4."""
     networks = [parse_network(n) for n in ("127.0.0.0/8", "::1/128", "2001:db8::/32")]
-    assert Allowlist(networks).allows(client) is allowed
+    assert Allowlist(networks).allows(client_address(client)) is allowed
 
 
 @pytest.mark.parametrize(
@@ -220,7 +220,7 @@ def test_client_address_is_shown_as_it_is_matched(peer: str, shown: str) -> None
 
 def test_ipv4_mapped_client_does_not_match_an_ipv6_only_rule() -> None:
     """A mapped IPv4 client is judged by IPv4 rules only: ::/0 does not let it in."""
-    assert not Allowlist([parse_network("::/0")]).allows("::ffff:192.0.2.1")
+    assert not Allowlist([parse_network("::/0")]).allows(client_address("::ffff:192.0.2.1"))
 
 
 def test_refusal_log_does_not_flood() -> None:
