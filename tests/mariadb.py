@@ -331,9 +331,6 @@ class MariaDB:
     def pid(self) -> int | None:
         return self._proc.pid if self.running and self._proc is not None else None
 
-    def error_log_tail(self, lines: int = 30) -> str:
-        return _tail(self.error_log, lines=lines)
-
     def _require_running(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
             raise RuntimeError(f"{self!r} is not running")
