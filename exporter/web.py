@@ -215,6 +215,7 @@ class _Connection(asyncio.Protocol):
     idle: bool = False  # between requests, on the idle timeout
     scheduled: bool = False  # a call to _next_request is pending
     writing_paused: bool = False  # the transport's write buffer is full
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     eof: bool = False  # the client has finished sending (half-close)
     closing: bool = False
 
@@ -229,6 +230,7 @@ class _Connection(asyncio.Protocol):
             self.server.refused(str(address or host))
             return
         self.transport = transport
+        self.address = address
         self.server.opened(self)
         self._arm(self.server.web.request_timeout)
 
@@ -405,6 +407,7 @@ def _path(target: str) -> str | None:
 
 def _bind(address: ListenAddress) -> list[socket.socket]:
     """Listening sockets for one address; `:port` is one dual-stack socket where IPv6 exists."""
+    seen: list[socket.socket] = []
     try:
         if not address.host:
             if socket.has_dualstack_ipv6():
@@ -420,14 +423,29 @@ def _bind(address: ListenAddress) -> list[socket.socket]:
         infos = socket.getaddrinfo(
             address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-        seen: list[socket.socket] = []
         for family, _, _, _, sockaddr in infos:
             if any(s.getsockname()[:2] == sockaddr[:2] for s in seen):
                 continue
             seen.append(socket.create_server(sockaddr[:2], family=family, backlog=512))
     except OSError as exc:
+        for sock in seen:
+            sock.close()
         raise ListenError(f"cannot listen on {address}: {exc.strerror or exc}") from None
     return seen
+
+
+def _bind_all(addresses: Iterable[ListenAddress]) -> dict[ListenAddress, list[socket.socket]]:
+    """Sockets for every address, or ListenError with none left open."""
+    bound: dict[ListenAddress, list[socket.socket]] = {}
+    try:
+        for address in addresses:
+            bound[address] = _bind(address)
+    except ListenError:
+        for socks in bound.values():
+            for sock in socks:
+                sock.close()
+        raise
+    return bound
 
 
 class Server:
@@ -447,30 +465,82 @@ class Server:
         self._refused_total = refused_total
         self._refusals = RefusalLog(logger)
         self.log = logger
-        self._servers: list[asyncio.Server] = []
+        # Listening servers per listen address; None holds sockets passed by systemd.
+        self._listeners: dict[ListenAddress | None, list[asyncio.Server]] = {}
         self._connections: set[_Connection] = set()
 
     async def start(self, sockets: Iterable[socket.socket] = ()) -> None:
-        """Bind every listen address (or serve the given sockets) before returning."""
+        """Bind every listen address, or serve the given sockets (systemd's), before returning.
+
+        Given sockets are served as they are, and a reload leaves them alone.
+        """
         socks = list(sockets)
-        if not socks:
-            try:
-                for address in self.web.listen_addresses:
-                    socks += _bind(address)
-            except ListenError:
-                for s in socks:
-                    s.close()
-                raise
+        if socks:
+            self._listeners[None] = await self._serve(socks)
+            return
+        bound = _bind_all(self.web.listen_addresses)
+        for address, address_socks in bound.items():
+            self._listeners[address] = await self._serve(address_socks)
+
+    async def _serve(self, socks: list[socket.socket]) -> list[asyncio.Server]:
         loop = asyncio.get_running_loop()
+        servers = []
         for sock in socks:
             sock.setblocking(False)  # noqa: FBT003 - the socket API
-            server = await loop.create_server(lambda: _Connection(self), sock=sock)
-            self._servers.append(server)
+            servers.append(await loop.create_server(lambda: _Connection(self), sock=sock))
+        return servers
+
+    async def reconfigure(self, web: WebConfig, routes: Routes) -> None:
+        """Apply a new web configuration and routes as a whole, or raise ListenError and change
+        nothing.
+
+        New listen addresses are bound before old ones are closed, so an address kept across a
+        reload never stops accepting. Connections already open from a client the new allowlist
+        refuses are closed; the others keep going, with the new settings from their next request.
+        """
+        if None not in self._listeners:  # our own listeners, not systemd's
+            await self._relisten(web.listen_addresses)
+        self.web = web
+        self.allowlist = Allowlist(web.allow)
+        self.routes = routes
+        for conn in list(self._connections):
+            if not self.allowlist.allows(conn.address):
+                self._connections.discard(conn)
+                conn.close()
+
+    async def _relisten(self, addresses: tuple[ListenAddress, ...]) -> None:
+        wanted = list(dict.fromkeys(addresses))
+        removed = [a for a in self._listeners if a is not None and a not in wanted]
+        added = [a for a in wanted if a not in self._listeners]
+        try:
+            bound = _bind_all(added)
+        except ListenError:
+            if not removed:
+                raise
+            # An address can overlap one being dropped (":9775" for "127.0.0.1:9775"): free
+            # the dropped ones, then try again, and put them back if that fails too.
+            dropped = {a: self._listeners.pop(a) for a in removed if a is not None}
+            await _close_servers([s for servers in dropped.values() for s in servers])
+            try:
+                bound = _bind_all(added)
+            except ListenError:
+                with contextlib.suppress(ListenError):
+                    for address, socks in _bind_all(list(dropped)).items():
+                        self._listeners[address] = await self._serve(socks)
+                raise
+        for address, socks in bound.items():
+            self._listeners[address] = await self._serve(socks)
+        await _close_servers([s for a in removed for s in self._listeners.pop(a, [])])
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """The (host, port) actually bound, e.g. to learn a port chosen by the system."""
-        return [s.getsockname()[:2] for srv in self._servers for s in srv.sockets]
+        return [
+            s.getsockname()[:2]
+            for servers in self._listeners.values()
+            for srv in servers
+            for s in srv.sockets
+        ]
 
     def refused(self, host: str) -> None:
         self._refused_total.inc()
@@ -492,11 +562,19 @@ class Server:
         self._connections.discard(conn)
 
     async def stop(self) -> None:
-        for server in self._servers:
+        servers = [s for listeners in self._listeners.values() for s in listeners]
+        self._listeners.clear()
+        for server in servers:
             server.close()
         for conn in list(self._connections):
             conn.close()
-        for server in self._servers:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
+        await _close_servers(servers)
         self._refusals.flush()
+
+
+async def _close_servers(servers: list[asyncio.Server]) -> None:
+    for server in servers:
+        server.close()
+    for server in servers:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 2.0)
