@@ -104,6 +104,7 @@ class WebConfig:
     max_connections: int = 100
     request_timeout: float = 10.0
     idle_timeout: float = 75.0
+    systemd_socket: bool = False  # serve the sockets systemd passes instead of listening
 
 
 @dataclass(frozen=True)
@@ -130,12 +131,14 @@ class Overrides:
     log_level: str | None = None
     log_format: str | None = None
     demo: bool = False
+    systemd_socket: bool = False
 
 
 # Flags that override a setting, so a problem is reported under the name the user typed.
 _FLAG_NAMES = {
     "web.listen_addresses": "--web.listen-address",
     "web.telemetry_path": "--web.telemetry-path",
+    "web.systemd_socket": "--web.systemd-socket",
     "log.level": "--log.level",
     "log.format": "--log.format",
 }
@@ -263,6 +266,12 @@ def _nonempty(value: object) -> str:
     return text
 
 
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
 def _string_list(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"must be a list of strings, got {value!r}")
@@ -328,6 +337,7 @@ def load(path: Path | None, overrides: Overrides, environ: Mapping[str, str]) ->
     web_flags: dict[str, object] = {
         "listen_addresses": list(overrides.listen_addresses) or None,
         "telemetry_path": overrides.telemetry_path,
+        "systemd_socket": overrides.systemd_socket or None,
     }
     log_flags: dict[str, object] = {"level": overrides.log_level, "format": overrides.log_format}
 
@@ -496,6 +506,13 @@ def _web(s: _Section) -> WebConfig:
     listen = s.get("listen_addresses", d.listen_addresses, _each(parse_listen_address))
     if not listen:
         s.problem("listen_addresses", "must name at least one address")
+    systemd_socket = s.get("systemd_socket", d.systemd_socket, _boolean)
+    if systemd_socket and s.has("listen_addresses"):
+        s.problem(
+            "systemd_socket",
+            "the sockets come from systemd (ListenStream= in the .socket unit); drop"
+            " listen_addresses / --web.listen-address, or socket activation",
+        )
     allow = s.get("allow", d.allow, _each(parse_network))
     if not allow:
         s.problem(
@@ -510,6 +527,7 @@ def _web(s: _Section) -> WebConfig:
         max_connections=s.get("max_connections", d.max_connections, _int_in(2, 100_000)),
         request_timeout=s.get("request_timeout", d.request_timeout, parse_duration),
         idle_timeout=s.get("idle_timeout", d.idle_timeout, parse_duration),
+        systemd_socket=systemd_socket,
     )
     s.finish()
     return config
