@@ -96,7 +96,14 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 class Exporter:
     """The exporter as its users run it: `python -m exporter` with a config file and flags."""
 
-    def __init__(self, workdir: Path, config: str = "", *args: str, listen: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: str = "",
+        *args: str,
+        listen: str = "",
+        listen_flag: bool = True,
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "config.toml"
@@ -106,19 +113,14 @@ class Exporter:
         self.port = free_port()
         self.listen = listen or f"{self.host}:{self.port}"
         self.args = args
+        # False: the listen address is the config file's (so a reload can change it).
+        self.listen_flag = listen_flag
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         config = ["--config.file", str(self.config_path)]
-        return [
-            sys.executable,
-            "-m",
-            "exporter",
-            *config,
-            "--web.listen-address",
-            self.listen,
-            *self.args,
-        ]
+        listen = ["--web.listen-address", self.listen] if self.listen_flag else []
+        return [sys.executable, "-m", "exporter", *config, *listen, *self.args]
 
     def start(self, *, env: Mapping[str, str] | None = None, ready: bool = False) -> Exporter:
         with self.log_path.open("ab") as log:
@@ -162,6 +164,17 @@ class Exporter:
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def write_config(self, text: str) -> None:
+        """Replace the config file the way an editor or a deploy tool does: whole, at once."""
+        staged = self.config_path.with_suffix(".new")
+        staged.write_text(text, encoding="utf-8")
+        staged.replace(self.config_path)
+
+    def reload(self) -> None:
+        """What `systemctl reload` does (the unit's ExecReload): SIGHUP."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 10) -> int:
         assert self.process is not None
