@@ -114,7 +114,8 @@ class Service:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
-            await self.server.start(self._passed_sockets())
+            async with self._reloading:  # a SIGHUP during start is applied once it has started
+                await self.server.start(self._passed_sockets())
         except (ListenError, systemd.SystemdError) as exc:
             self.log.error("cannot start", extra={"kv": {"err": str(exc)}})  # noqa: TRY400 - one clear line, no traceback
             return False
