@@ -35,9 +35,11 @@ h1{margin-bottom:.2rem}.muted{color:#666}code{background:#f4f4f4;padding:0 .2rem
 table{border-collapse:collapse;margin:1rem 0;width:100%}
 td,th{padding:.35rem .9rem;border-bottom:1px solid #ddd;text-align:left}
 .n{text-align:right;font-variant-numeric:tabular-nums}
-.dot{display:inline-block;width:.7rem;height:.7rem;border-radius:50%;margin-right:.5rem}
-.c-ok{background:#2e7d32}.c-bad{background:#c62828}.c-wait{background:#8e8e8e}
-.c-o1{background:#1565c0}.c-o2{background:#6a1b9a}.c-o3{background:#00838f}.c-o4{background:#8d6e63}
+.bar span{background:var(--c)}
+#counts tbody td:first-child::before{content:"";display:inline-block;width:.7rem;height:.7rem;
+border-radius:50%;margin-right:.5rem;background:var(--c)}
+.c-ok{--c:#2e7d32}.c-bad{--c:#c62828}.c-wait{--c:#8e8e8e}
+.c-o1{--c:#1565c0}.c-o2{--c:#6a1b9a}.c-o3{--c:#00838f}.c-o4{--c:#8d6e63}
 """
 
 
@@ -77,8 +79,7 @@ def _counts(counts: tuple[tuple[str, int], ...]) -> tuple[str, str]:
         if total and n
     )
     rows = "".join(
-        f"<tr><td><span class='dot c-{c}'></span>"
-        f"{escape(status) if status else '<em>(empty)</em>'}</td>"
+        f"<tr class=c-{c}><td>{escape(status) if status else '<em>(empty)</em>'}</td>"
         f"<td class=n>{n:,}</td><td class=n>{_percent(n, total) if total else '&ndash;'}</td></tr>"
         for (status, n), c in zip(counts, classes, strict=True)
     )

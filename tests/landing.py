@@ -77,6 +77,7 @@ class Landing:
     completion: str | None
     age: str | None
     rows: list[tuple[str, str, str]]  # status, tasks, share as displayed
+    colours: dict[str, str]  # status -> its row's colour class
     notices: dict[str, str]  # id -> text of every notice shown (stale, unreachable)
     tags: set[str]  # every element name in the document
 
@@ -94,12 +95,13 @@ def read(html: str) -> Landing:
         return found[0].text() if found else None
 
     tables = doc.find("table", id="counts")
-    rows = []
+    rows, colours = [], {}
     if tables:
         for body in tables[0].find("tbody"):
             for tr in body.find("tr"):
                 cells = [td.text() for td in tr.find("td")]
                 rows.append((cells[0], cells[1], cells[2]))
+                colours[cells[0]] = tr.attrs.get("class", "")
     refresh = [m for m in doc.find("meta") if m.attrs.get("http-equiv", "").lower() == "refresh"]
     titles = doc.find("title")
     return Landing(
@@ -109,6 +111,7 @@ def read(html: str) -> Landing:
         completion=text_of("completion"),
         age=text_of("age"),
         rows=rows,
+        colours=colours,
         notices={e.attrs["id"]: e.text() for e in doc.iter() if e.attrs.get("role") == "alert"},
         tags={e.tag for e in doc.iter()},
     )

@@ -38,6 +38,7 @@ def test_fresh_page_shows_counts_total_completion_and_age() -> None:
     assert page.age == "12 s ago"
     assert page.notices == {}
     assert page.refresh == "15"
+    assert page.colours == {"Success": "c-ok", "Pending": "c-wait", "Failed": "c-bad"}
 
 
 def test_large_counts_are_grouped_and_shares_never_round_up_to_all_or_none() -> None:
