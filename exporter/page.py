@@ -54,7 +54,7 @@ def _age(seconds: float) -> str:
 
 def _percent(part: int, whole: int) -> str:
     """A share rounded down to 0.1 %, so that 100 % means all and 0 % means none."""
-    tenths = math.floor(part * 1000 / whole)
+    tenths = part * 1000 // whole
     return "&lt; 0.1 %" if part and not tenths else f"{tenths / 10:.1f} %"
 
 
@@ -85,7 +85,7 @@ def _counts(counts: tuple[tuple[str, int], ...]) -> tuple[str, str]:
     )
     return (
         f"<div class=card><div class=k>Total tasks</div><div class=v id=total>{total:,}</div>"
-        f"<div class=s>{len(counts)} statuses</div></div>"
+        f"<div class=s>{len(counts)} status{'' if len(counts) == 1 else 'es'}</div></div>"
         f"<div class=card><div class=k>Completed</div><div class=v id=completion>{completion}</div>"
         f"<div class=s>{detail}</div></div>"
     ), (
