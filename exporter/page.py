@@ -23,7 +23,8 @@ _STATUS_CLASS = {"Success": "ok", "Failed": "bad", "Pending": "wait"}
 _OTHER_CLASSES = ("o1", "o2", "o3", "o4")
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:46rem;padding:0 1rem;color:#222}
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:46rem;padding:0 1rem;color:#222;
+overflow-wrap:anywhere}
 h1{margin-bottom:.2rem}.muted{color:#666}code{background:#f4f4f4;padding:0 .2rem}
 .notice{padding:.6rem .9rem;border-radius:4px;margin:1rem 0}
 .bad{background:#fdecea;border:1px solid #e0a09c}.warn{background:#fff4e0;border:1px solid #e8c07a}
