@@ -22,6 +22,7 @@ from exporter.secret import (
     password_from_file,
     read_option_file,
 )
+from exporter.webconfig import WebConfigError, WebSecurity, read_web_security
 
 T = TypeVar("T")
 
@@ -104,6 +105,8 @@ class WebConfig:
     max_connections: int = 100
     request_timeout: float = 10.0
     idle_timeout: float = 75.0
+    # The web configuration file (TLS, headers, basic auth users), read and validated at load.
+    security: WebSecurity | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ class Overrides:
 
     listen_addresses: tuple[str, ...] = ()
     telemetry_path: str | None = None
+    web_config_file: str | None = None
     log_level: str | None = None
     log_format: str | None = None
     demo: bool = False
@@ -136,6 +140,7 @@ class Overrides:
 _FLAG_NAMES = {
     "web.listen_addresses": "--web.listen-address",
     "web.telemetry_path": "--web.telemetry-path",
+    "web.config_file": "--web.config.file",
     "log.level": "--log.level",
     "log.format": "--log.format",
 }
@@ -328,6 +333,7 @@ def load(path: Path | None, overrides: Overrides, environ: Mapping[str, str]) ->
     web_flags: dict[str, object] = {
         "listen_addresses": list(overrides.listen_addresses) or None,
         "telemetry_path": overrides.telemetry_path,
+        "config_file": overrides.web_config_file,
     }
     log_flags: dict[str, object] = {"level": overrides.log_level, "format": overrides.log_format}
 
@@ -510,9 +516,23 @@ def _web(s: _Section) -> WebConfig:
         max_connections=s.get("max_connections", d.max_connections, _int_in(2, 100_000)),
         request_timeout=s.get("request_timeout", d.request_timeout, parse_duration),
         idle_timeout=s.get("idle_timeout", d.idle_timeout, parse_duration),
+        security=_web_security(s),
     )
     s.finish()
     return config
+
+
+def _web_security(s: _Section) -> WebSecurity | None:
+    """The web configuration file, with each of its problems reported on its own line."""
+    path = s.get("config_file", None, _nonempty)
+    if path is None:
+        return None
+    try:
+        return read_web_security(Path(path))
+    except WebConfigError as exc:
+        for problem in exc.problems:
+            s.problem("config_file", problem)
+        return None
 
 
 def _log(s: _Section) -> LogConfig:
