@@ -32,6 +32,7 @@ from exporter.mysql import MySQLSource
 from exporter.source import Source
 from exporter.sqlite import SQLiteSource
 from exporter.web import ListenError, Routes, Server
+from exporter.webconfig import describe
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -187,6 +188,7 @@ async def _run(
     except ListenError as exc:
         logger.error("cannot start", extra={"kv": {"err": str(exc)}})  # noqa: TRY400 - one clear line, no traceback
         return EXIT_FAILURE
+    security = server.security()
     logger.info(
         "tasks_exporter started",
         extra={
@@ -196,6 +198,7 @@ async def _run(
                 "allow": ",".join(str(n) for n in config.web.allow),
                 "source": config.database.describe(),
                 "interval_seconds": config.collection.interval,
+                **({"web_config": "none"} if security is None else describe(security)),
             }
         },
     )

@@ -5,28 +5,37 @@ than a thread: an allowed scraper is served as soon as its request is complete, 
 connections are doing. Connections from outside the allowlist are closed at accept, before a
 byte is read or written: they learn nothing (not even that this is an HTTP server) and cost
 nothing to parse.
+
+With a web configuration file (webconfig.py), each accepted connection is wrapped in TLS with the
+context current at that moment, and every request must carry basic auth credentials before it is
+routed. bcrypt runs on worker threads so that a password check never stalls other connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from prometheus_client import Counter
 from prometheus_client.registry import CollectorRegistry
 
+from exporter.auth import CHALLENGE, BasicAuth, parse_basic
 from exporter.collect import Snapshot
 from exporter.config import ListenAddress, Network, WebConfig
 from exporter.metrics import expose
 from exporter.page import CONTENT_SECURITY_POLICY, render
+from exporter.webconfig import ActiveSecurity, LiveSecurity, WebConfigError
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEAD = 16 * 1024  # request line and headers together
@@ -34,6 +43,8 @@ MAX_HEADERS = 100
 _END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VERSION = re.compile(r"HTTP/1\.[01]")
+_TLS_HANDSHAKE = b"\x16"  # the first byte of every TLS connection (a handshake record)
+_PLAIN_ON_TLS = b"Client sent an HTTP request to an HTTPS server.\n"
 
 
 class ListenError(Exception):
@@ -217,6 +228,10 @@ class _Connection(asyncio.Protocol):
     writing_paused: bool = False  # the transport's write buffer is full
     eof: bool = False  # the client has finished sending (half-close)
     closing: bool = False
+    handshake: asyncio.Task[None] | None = None  # TLS not yet established
+    tls: bool = False
+    plain_on_tls: bool = False  # a client speaking plain HTTP to a TLS listener
+    pending: asyncio.Future[bool] | None = None  # a password check running on a worker thread
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # noqa: S101 - TCP servers give Transports
@@ -231,6 +246,50 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         self.server.opened(self)
         self._arm(self.server.web.request_timeout)
+        security = self.server.security()
+        if security is not None and security.context is not None:
+            transport.pause_reading()  # nothing is read until TLS is up
+            self.handshake = asyncio.ensure_future(self._start_tls(transport, security.context))
+
+    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        """Wrap the connection in TLS, or mark it to answer plain HTTP with a 400 saying why."""
+        wrapped: asyncio.Transport | None = None
+        try:
+            first = await _first_byte(raw)
+            if first and first != _TLS_HANDSHAKE:
+                self.plain_on_tls = True
+                self.handshake = None
+                raw.resume_reading()
+                return
+            if first:
+                wrapped = await asyncio.get_running_loop().start_tls(
+                    raw,
+                    self,
+                    context,
+                    server_side=True,
+                    ssl_handshake_timeout=self.server.web.request_timeout,
+                )
+        except OSError as exc:  # ssl.SSLError is one: no certificate, wrong CA, old version...
+            peer = raw.get_extra_info("peername")
+            self.server.log.debug(
+                "TLS handshake failed",
+                extra={"kv": {"client": peer[0] if peer else "?", "err": str(exc)}},
+            )
+        self.handshake = None
+        if wrapped is None:  # failed, or closed before or during the handshake
+            self._abandon(raw)
+            return
+        self.transport = wrapped
+        self.tls = True
+
+    def _abandon(self, raw: asyncio.Transport) -> None:
+        """End a connection that never got to HTTP (its protocol was not told it closed)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if not self.closing:
+            self.closing = True
+            raw.abort()
+        self.server.closed(self)
 
     def _arm(self, seconds: float) -> None:
         if self.timer is not None:
@@ -242,13 +301,19 @@ class _Connection(asyncio.Protocol):
     def _expire(self) -> None:
         """A deadline passed: drop the connection, with anything the client did not read."""
         if self.transport is not None and not self.closing:
+            self._stop_handshake()
             self.closing = True
             self.transport.abort()
 
     def close(self) -> None:
         if self.transport is not None and not self.closing:
+            self._stop_handshake()
             self.closing = True
             self.transport.close()
+
+    def _stop_handshake(self) -> None:
+        if self.handshake is not None and self.handshake is not asyncio.current_task():
+            self.handshake.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -271,7 +336,7 @@ class _Connection(asyncio.Protocol):
 
     def _next_request(self) -> None:
         self.scheduled = False
-        if self.closing or self.writing_paused:
+        if self.closing or self.writing_paused or self.pending is not None:
             return
         # Empty lines before a request line are ignored (RFC 9112, 2.2): some clients send a
         # stray CRLF between requests.
@@ -291,8 +356,11 @@ class _Connection(asyncio.Protocol):
             return
         head = bytes(self.buffer[: match.start()])
         del self.buffer[: match.end()]
-        if not self._handle(head):
-            return
+        if self._handle(head):  # None: answered when the password check ends
+            self._answered()
+
+    def _answered(self) -> None:
+        """A request was answered and the connection stays: wait for the next one."""
         self.idle = not self.buffer
         web = self.server.web
         self._arm(web.idle_timeout if self.idle else web.request_timeout)
@@ -304,17 +372,18 @@ class _Connection(asyncio.Protocol):
         """Read more only while the client reads its answers and has little queued."""
         if self.transport is None or self.closing:
             return
-        if self.writing_paused or len(self.buffer) > MAX_HEAD:
+        if self.writing_paused or self.pending is not None or len(self.buffer) > MAX_HEAD:
             self.transport.pause_reading()
         else:
             self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         # Keep the connection open to answer what was already sent (clients like `nc -N`
-        # half-close after their request); it closes once the buffer is answered.
+        # half-close after their request); it closes once the buffer is answered. Over TLS the
+        # end of the client's data ends the connection: asyncio's TLS cannot half-close.
         self.eof = True
         self._schedule()
-        return True
+        return not self.tls
 
     def pause_writing(self) -> None:
         # The client is not reading its answers: take no more requests from it until it does.
@@ -327,8 +396,9 @@ class _Connection(asyncio.Protocol):
         if self.buffer or self.eof:
             self._schedule()
 
-    def _handle(self, head: bytes) -> bool:
-        """Answer one request; False when the connection is closing after it."""
+    def _handle(self, head: bytes) -> bool | None:
+        """Answer one request; False when the connection is closing after it, None when the
+        answer waits for a password check."""
         lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
         request_line = lines[0]
         if len(request_line) > MAX_REQUEST_LINE:
@@ -355,11 +425,57 @@ class _Connection(asyncio.Protocol):
         # without reading it, so it is answered and the connection closed.
         if headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers:
             keep_alive = False
-        try:
-            response = self.server.routes.respond(method, path, headers)
-        except Exception:  # a bug answers 500 and is logged once; the server keeps serving
-            self.server.log.exception("error answering request", extra={"kv": {"path": path}})
-            response = _text(HTTPStatus.INTERNAL_SERVER_ERROR, close=True)
+        return self._gate(method, path, headers, keep_alive)
+
+    def _gate(
+        self, method: str, path: str, headers: Mapping[str, str], keep_alive: bool
+    ) -> bool | None:
+        """Answer a parsed request if it may be answered (TLS, basic auth), as _handle."""
+        if self.plain_on_tls:
+            return self._send(Response(HTTPStatus.BAD_REQUEST, _PLAIN_ON_TLS, close=True))
+        allowed = self.server.authorize(headers)
+        if isinstance(allowed, asyncio.Future):
+            self.pending = allowed
+            allowed.add_done_callback(
+                functools.partial(self._checked, method, path, headers, keep_alive)
+            )
+            self._update_reading()
+            return None
+        return self._answer(method, path, headers, keep_alive=keep_alive, allowed=allowed)
+
+    def _checked(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        keep_alive: bool,
+        check: asyncio.Future[bool],
+    ) -> None:
+        """The password check ended: answer the request that waited for it."""
+        self.pending = None
+        if self.closing:
+            return
+        allowed = False
+        if check.cancelled():
+            pass  # the server is stopping
+        elif (error := check.exception()) is not None:
+            self.server.log.error("password check failed", extra={"kv": {"err": repr(error)}})
+        else:
+            allowed = check.result()
+        if self._answer(method, path, headers, keep_alive=keep_alive, allowed=allowed):
+            self._answered()
+
+    def _answer(
+        self, method: str, path: str, headers: Mapping[str, str], *, keep_alive: bool, allowed: bool
+    ) -> bool:
+        if not allowed:
+            response = _text(HTTPStatus.UNAUTHORIZED, headers=(("WWW-Authenticate", CHALLENGE),))
+        else:
+            try:
+                response = self.server.routes.respond(method, path, headers)
+            except Exception:  # a bug answers 500 and is logged once; the server keeps serving
+                self.server.log.exception("error answering request", extra={"kv": {"path": path}})
+                response = _text(HTTPStatus.INTERNAL_SERVER_ERROR, close=True)
         return self._send(response, head_only=method == "HEAD", keep_alive=keep_alive)
 
     def _send(
@@ -376,6 +492,9 @@ class _Connection(asyncio.Protocol):
             "X-Content-Type-Options: nosniff",
             f"Connection: {'close' if close else 'keep-alive'}",
             *(f"{k}: {v}" for k, v in response.headers),
+            # The web config file's headers; a Content-Security-Policy there is sent besides the
+            # landing page's own, and browsers enforce both.
+            *(f"{k}: {v}" for k, v in self.server.headers() if k != "X-Content-Type-Options"),
         ]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         # One write per response: separate small writes would meet Nagle and delayed ACK.
@@ -390,6 +509,26 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.server.closed(self)
         self.closing = True
+
+
+async def _first_byte(transport: asyncio.Transport) -> bytes:
+    """The first byte the client sends, left unread for TLS to read; b"" if it closes first."""
+    loop = asyncio.get_running_loop()
+    peek = transport.get_extra_info("socket").dup()  # the same connection, for MSG_PEEK
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(peek.fileno(), ready)
+    try:
+        await readable
+        data: bytes = peek.recv(1, socket.MSG_PEEK)
+        return data
+    finally:
+        loop.remove_reader(peek.fileno())
+        peek.close()
 
 
 def _path(target: str) -> str | None:
@@ -449,9 +588,54 @@ class Server:
         self.log = logger
         self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
+        self._live: LiveSecurity | None = None
+        self._auth = BasicAuth()
+        self._bcrypt: ThreadPoolExecutor | None = None
+
+    def security(self) -> ActiveSecurity | None:
+        """The web configuration file's TLS, users and headers as they are now (None: no file).
+
+        Follows `self.web`, whatever it is at the moment, and the files it names as they change.
+        Raises WebConfigError if a newly configured file cannot be used.
+        """
+        configured = self.web.security
+        if configured is None:
+            self._live = None
+            return None
+        if self._live is None or self._live.configured is not configured:
+            self._live = LiveSecurity(configured, self.log)
+        return self._live.current()
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The headers the web configuration file adds to every response."""
+        security = self.security()
+        return () if security is None else security.headers
+
+    def authorize(self, headers: Mapping[str, str]) -> bool | asyncio.Future[bool]:
+        """Whether the request may be answered: at once, or once bcrypt has run on a worker
+        thread (a password not verified before)."""
+        security = self.security()
+        if security is None or security.users is None:
+            return True
+        credentials = parse_basic(headers.get("authorization"))
+        if credentials is None:
+            return False
+        if self._auth.remembered(security.users, credentials):
+            return True
+        if self._bcrypt is None:
+            # Two threads: bcrypt releases the GIL, and more would only share the same cores.
+            self._bcrypt = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bcrypt")
+        return asyncio.get_running_loop().run_in_executor(
+            self._bcrypt, self._auth.verify, security.users, credentials
+        )
 
     async def start(self, sockets: Iterable[socket.socket] = ()) -> None:
         """Bind every listen address (or serve the given sockets) before returning."""
+        try:
+            self.security()  # certificates that went bad since the configuration was checked
+        except WebConfigError as exc:
+            problems = "; ".join(exc.problems)
+            raise ListenError(f"cannot use the web config file: {problems}") from None
         socks = list(sockets)
         if not socks:
             try:
@@ -499,4 +683,6 @@ class Server:
         for server in self._servers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
+        if self._bcrypt is not None:
+            self._bcrypt.shutdown(wait=False, cancel_futures=True)
         self._refusals.flush()

@@ -421,7 +421,7 @@ def describe(active: ActiveSecurity) -> dict[str, object]:
     """What the web configuration enforces, for log lines."""
     tls = active.config.tls
     return {
-        "file": str(active.config.path),
+        "web_config": str(active.config.path),
         "tls": "off" if tls is None else f"{tls.min_version}+",
         "client_auth": "off" if tls is None else tls.client_auth_type,
         "basic_auth_users": len(active.config.users),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -58,10 +60,21 @@ def get(
     method: str = "GET",
     headers: Mapping[str, str] | None = None,
     timeout: float = 5.0,
+    ssl_context: ssl.SSLContext | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> Reply:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    """One request on a fresh connection: HTTPS with `ssl_context`, basic auth with `auth`."""
+    conn = (
+        http.client.HTTPConnection(host, port, timeout=timeout)
+        if ssl_context is None
+        else http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_context)
+    )
+    sent = dict(headers or {})
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        sent["Authorization"] = f"Basic {token}"
     try:
-        conn.request(method, path, headers=dict(headers or {}))
+        conn.request(method, path, headers=sent)
         response = conn.getresponse()
         body = response.read()
         return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
@@ -96,7 +109,15 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 class Exporter:
     """The exporter as its users run it: `python -m exporter` with a config file and flags."""
 
-    def __init__(self, workdir: Path, config: str = "", *args: str, listen: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: str = "",
+        *args: str,
+        listen: str = "",
+        ssl_context: ssl.SSLContext | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "config.toml"
@@ -106,6 +127,8 @@ class Exporter:
         self.port = free_port()
         self.listen = listen or f"{self.host}:{self.port}"
         self.args = args
+        self.ssl_context = ssl_context  # how get() reaches an exporter that serves TLS
+        self.auth = auth  # and the basic auth credentials it sends
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -138,7 +161,7 @@ class Exporter:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"exporter exited with {self.process.returncode}:\n{self.log()}")
         try:
-            return get(self.host, self.port, "/-/healthy", timeout=1).status == 200
+            return self.get("/-/healthy", timeout=1).status == 200
         except OSError:
             return False
 
@@ -150,7 +173,8 @@ class Exporter:
         )
 
     def get(self, path: str, **kwargs: object) -> Reply:
-        return get(self.host, self.port, path, **kwargs)  # type: ignore[arg-type]
+        options: dict[str, object] = {"ssl_context": self.ssl_context, "auth": self.auth}
+        return get(self.host, self.port, path, **(options | kwargs))  # type: ignore[arg-type]
 
     def scrape(self) -> Samples:
         reply = self.get("/metrics")
