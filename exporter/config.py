@@ -22,6 +22,7 @@ from exporter.secret import (
     password_from_file,
     read_option_file,
 )
+from exporter.tlsfiles import DATABASE_TLS_MODES, TLSFilesError, database_context
 from exporter.webconfig import WebConfigError, WebSecurity, read_web_security
 
 T = TypeVar("T")
@@ -60,6 +61,16 @@ class ListenAddress:
 
 
 @dataclass(frozen=True)
+class DatabaseTLS:
+    """How the connection to MySQL/MariaDB is encrypted and the server checked."""
+
+    mode: str = "preferred"  # one of DATABASE_TLS_MODES
+    ca_file: Path | None = None
+    cert_file: Path | None = None  # the exporter's client certificate, with key_file
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class DatabaseConfig:
     driver: Literal["mysql", "sqlite"]
     host: str = "127.0.0.1"
@@ -70,6 +81,7 @@ class DatabaseConfig:
     database: str = ""
     path: str = ""  # sqlite only
     demo: bool = False
+    tls: DatabaseTLS = field(default_factory=DatabaseTLS)
 
     def describe(self) -> str:
         """Where the data comes from, for logs and the landing page (never the password)."""
@@ -398,6 +410,7 @@ def _database(
         user = options.get("user", "")
     if not user and not s.has("user"):  # a wrong value was reported already
         s.problem("user", "required (here, or as user= in the option_file's [client] section)")
+    tls = _database_tls(s, socket)
     s.finish()
     return DatabaseConfig(
         driver="mysql",
@@ -407,7 +420,51 @@ def _database(
         user=user,
         password=password,
         database=database,
+        tls=tls,
     )
+
+
+_TLS_FILE_SETTINGS = {"ca": "tls_ca_file", "cert": "tls_cert_file", "key": "tls_key_file"}
+
+
+def _database_tls(s: _Section, socket: str | None) -> DatabaseTLS:
+    """tls_mode and the files it uses; the files are loaded, so a bad one is found now."""
+    before = len(s.problems)
+    mode = s.get("tls_mode", "preferred", _choice(DATABASE_TLS_MODES))
+    ca, cert, key = (
+        s.get(name, None, lambda v: Path(_nonempty(v))) for name in _TLS_FILE_SETTINGS.values()
+    )
+    given = [name for name in _TLS_FILE_SETTINGS.values() if s.has(name)]
+    if mode in ("disabled", "preferred") and given:
+        s.problem(
+            given[0],
+            f'set, but tls_mode = "{mode}" does not use it; set tls_mode = "verify_identity"'
+            ' (or "verify_ca", or "required")',
+        )
+    elif mode == "required" and s.has("tls_ca_file"):
+        s.problem(
+            "tls_ca_file",
+            'set, but tls_mode = "required" does not verify the server with it;'
+            ' set tls_mode = "verify_identity" (or "verify_ca")',
+        )
+    if s.has("tls_cert_file") != s.has("tls_key_file"):
+        s.problem(
+            "tls_key_file" if s.has("tls_cert_file") else "tls_cert_file",
+            "tls_cert_file and tls_key_file go together (the client certificate and its key)",
+        )
+    if mode == "verify_identity" and socket is not None:
+        s.problem(
+            "tls_mode",
+            "verify_identity checks the server's host name, and a unix socket has none;"
+            ' connect with host and port, or use "verify_ca"',
+        )
+    if len(s.problems) == before and mode not in ("disabled", "preferred"):
+        try:
+            database_context(mode, ca=ca, cert=cert, key=key)
+        except TLSFilesError as exc:
+            for problem in exc.problems:
+                s.problem(_TLS_FILE_SETTINGS[problem.which], problem.message)
+    return DatabaseTLS(mode=mode, ca_file=ca, cert_file=cert, key_file=key)
 
 
 def _password(s: _Section, environ: Mapping[str, str]) -> tuple[Secret | None, dict[str, str]]:

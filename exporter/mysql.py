@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import ssl
 
 import pymysql
 import pymysql.cursors
 
 from exporter.config import DatabaseConfig, TasksConfig
 from exporter.source import ConnectError, QueryError, QueryTimeout, Rows, build_query
+from exporter.tlsfiles import TLSFilesError, database_context
 
 # The client-side read timeout trails the server-side limit by this much, so that the server's
 # own, cleaner error normally arrives first (even on a loaded host) and the connection stays
@@ -36,6 +38,22 @@ def _describe(exc: pymysql.MySQLError) -> str:
 
 def _code(exc: pymysql.MySQLError) -> int | None:
     return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+
+
+def _tls_hint(exc: pymysql.MySQLError, db: DatabaseConfig) -> str:
+    """What to check when the server's certificate was refused."""
+    cause = exc.__context__
+    if not isinstance(cause, ssl.SSLCertVerificationError):
+        return ""
+    if "mismatch" in (cause.verify_message or ""):
+        return (
+            f"; the server's TLS certificate does not name {db.host}, as tls_mode"
+            ' "verify_identity" requires (connect by a name it holds, or use "verify_ca")'
+        )
+    return (
+        "; the server's TLS certificate is not trusted: it must be signed by a CA in"
+        " database.tls_ca_file (or the system's CAs when that is not set)"
+    )
 
 
 class MySQLSource:
@@ -77,11 +95,28 @@ class MySQLSource:
             rows = cursor.fetchall()
         return [(status, int(n)) for status, n in rows]
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The context PyMySQL then requires TLS with, None for tls_mode disabled or preferred.
+        The files are read at each new connection: renewed certificates need no restart."""
+        tls = self._db.tls
+        if tls.mode in ("disabled", "preferred"):
+            return None
+        try:
+            context = database_context(
+                tls.mode, ca=tls.ca_file, cert=tls.cert_file, key=tls.key_file
+            )
+        except TLSFilesError as exc:
+            raise ConnectError(
+                f"cannot use the database TLS files: {exc}", reason="database TLS files"
+            ) from None
+        return context
+
     def _connect(self) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
         if self._conn is not None:
             return self._conn
         db = self._db
         where = db.socket or f"{db.host}:{db.port}"
+        context = self._tls_context()
         try:
             conn = pymysql.connect(
                 host=db.host,
@@ -96,10 +131,13 @@ class MySQLSource:
                 read_timeout=self._timeout + _CLIENT_GRACE,
                 write_timeout=self._timeout + _CLIENT_GRACE,
                 program_name="tasks_exporter",
+                ssl=context,
+                # "preferred" is PyMySQL's default: TLS when the server offers it, unverified.
+                ssl_disabled=True if db.tls.mode == "disabled" else None,
             )
         except pymysql.MySQLError as exc:
             raise ConnectError(
-                f"cannot connect to {where} as {db.user}: {_describe(exc)}",
+                f"cannot connect to {where} as {db.user}: {_describe(exc)}{_tls_hint(exc, db)}",
                 reason=f"connect error {_code(exc)}",
             ) from None
         try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import re
 import ssl
-import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 from exporter.auth import Users
 from exporter.secret import Secret
+from exporter.tlsfiles import load_files
 
 TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 # The toolkit's client_auth_type values that verify a client certificate, and how. Its other two
@@ -317,40 +317,15 @@ def server_context(tls: TLSServerConfig) -> ssl.SSLContext:
     return context
 
 
+_SETTINGS = {"cert": "cert_file", "key": "key_file", "ca": "client_ca_file"}
+
+
 def _load_files(context: ssl.SSLContext, cert: Path, key: Path, ca: Path | None) -> list[str]:
     """Load the certificate, key and client CA into the context; the problems, if any."""
-    problems: list[str] = []
-    try:
-        mode = key.stat().st_mode
-    except OSError as exc:
-        problems.append(f"tls_server_config.key_file: cannot read {key}: {exc.strerror or exc}")
-    else:
-        if mode & (stat.S_IROTH | stat.S_IWOTH):
-            problems.append(
-                f"tls_server_config.key_file: {key} is accessible by others"
-                f" (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {key}"
-                " (or 640, with a group the exporter's user is in)"
-            )
-    if not problems:
-        try:
-            context.load_cert_chain(cert, key)
-        except (OSError, ssl.SSLError) as exc:
-            problems.append(
-                f"tls_server_config: cannot load cert_file {cert} with key_file {key}:"
-                f" {_reason(exc)}"
-            )
-    if ca is not None:
-        try:
-            context.load_verify_locations(cafile=ca)
-        except (OSError, ssl.SSLError) as exc:
-            problems.append(f"tls_server_config.client_ca_file: cannot load {ca}: {_reason(exc)}")
-    return problems
-
-
-def _reason(exc: OSError) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return exc.reason or str(exc)  # e.g. KEY_VALUES_MISMATCH, NO_CERTIFICATE_OR_CRL_FOUND
-    return exc.strerror or str(exc)
+    return [
+        f"tls_server_config.{_SETTINGS[p.which]}: {p.message}"
+        for p in load_files(context, cert=cert, key=key, ca=ca)
+    ]
 
 
 def _fingerprint(files: tuple[Path, ...]) -> tuple[tuple[int, ...] | None, ...]:

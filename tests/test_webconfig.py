@@ -156,7 +156,7 @@ BAD = {
     ),
     "missing cert": (
         "tls_server_config:\n  cert_file: none.crt\n  key_file: server.key\n",
-        "tls_server_config: cannot load cert_file",
+        "tls_server_config.cert_file: cannot load",
     ),
     "not a hash": ("basic_auth_users:\n  alice: hunter2\n", "basic_auth_users.alice: must be"),
     "low cost": (
@@ -290,7 +290,7 @@ def test_key_that_does_not_match_the_certificate_is_refused(
         tmp_path, f"tls_server_config:\n  cert_file: server.crt\n  key_file: {other.key}\n", certs
     )
     (problem,) = _problems(path)
-    assert "cannot load cert_file" in problem
+    assert problem.startswith("tls_server_config.cert_file: cannot load")
     assert "KEY_VALUES_MISMATCH" in problem
 
 
