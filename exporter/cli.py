@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo_path = None
         if config.database.demo:
             demo_path = stack.enter_context(DemoDatabase(progress=not args.once)).path
-        source = make_source(config, demo_path)
+        source = make_source(config, demo_path, logger)
         collection = CollectionLoop(source, config.tasks, config.collection, logger=logger)
         if args.once:
             try:
@@ -136,11 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(config, collection, logger)  # the loop's thread closes the source
 
 
-def make_source(config: Config, demo_path: Path | None) -> Source:
+def make_source(config: Config, demo_path: Path | None, logger: logging.Logger) -> Source:
     db, timeout = config.database, config.collection.timeout
     if db.driver == "sqlite":
         return SQLiteSource(demo_path or Path(db.path), config.tasks, timeout=timeout)
-    return MySQLSource(db, config.tasks, timeout=timeout)
+    return MySQLSource(db, config.tasks, timeout=timeout, logger=logger)
 
 
 def once(collection: CollectionLoop) -> int:

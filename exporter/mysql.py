@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import ssl
 
@@ -9,6 +10,7 @@ import pymysql
 import pymysql.cursors
 
 from exporter.config import DatabaseConfig, TasksConfig
+from exporter.grants import excess_privileges
 from exporter.source import ConnectError, QueryError, QueryTimeout, Rows, build_query
 from exporter.tlsfiles import TLSFilesError, database_context
 
@@ -59,11 +61,20 @@ def _tls_hint(exc: pymysql.MySQLError, db: DatabaseConfig) -> str:
 class MySQLSource:
     """Counts tasks over one persistent, read-only, autocommit session, bounded on both sides."""
 
-    def __init__(self, db: DatabaseConfig, tasks: TasksConfig, *, timeout: float) -> None:
+    def __init__(
+        self,
+        db: DatabaseConfig,
+        tasks: TasksConfig,
+        *,
+        timeout: float,
+        logger: logging.Logger | None = None,
+    ) -> None:
         self._db = db
         self._query = build_query(tasks, quote)
         self._timeout = timeout
+        self._log = logger
         self._conn: pymysql.connections.Connection[pymysql.cursors.Cursor] | None = None
+        self._reported_excess: tuple[str, ...] = ()  # privileges beyond SELECT last warned of
 
     def count(self) -> Rows:
         # A kept connection may have died between collections (server restart, KILL,
@@ -148,8 +159,40 @@ class MySQLSource:
                 f"cannot set up the session on {where}: {_describe(exc)}",
                 reason=f"session error {_code(exc)}",
             ) from None
+        self._check_grants(conn)
         self._conn = conn
         return conn
+
+    def _check_grants(self, conn: pymysql.connections.Connection[pymysql.cursors.Cursor]) -> None:
+        """At each new connection: warn, once per change, when the user can do more than read.
+
+        A read-only reporter should hold read-only credentials; the session is READ ONLY anyway,
+        but leaked credentials with more grants could be used elsewhere.
+        """
+        if self._log is None:
+            return
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SHOW GRANTS")
+                lines = [str(row[0]) for row in cursor.fetchall()]
+        except pymysql.MySQLError as exc:  # not worth failing a collection over
+            self._log.debug(
+                "cannot check the database user's grants", extra={"kv": {"err": _describe(exc)}}
+            )
+            return
+        excess = excess_privileges(lines)
+        if excess == self._reported_excess:
+            return
+        if excess:
+            self._log.warning(
+                "the database user can do more than read; grant it only SELECT on the table",
+                extra={"kv": {"user": self._db.user, "excess": ", ".join(excess)}},
+            )
+        else:
+            self._log.info(
+                "the database user can now only read", extra={"kv": {"user": self._db.user}}
+            )
+        self._reported_excess = excess
 
     def _limit_session(self, conn: pymysql.connections.Connection[pymysql.cursors.Cursor]) -> None:
         """Read-only, and every statement bounded on the server side too."""

@@ -1,4 +1,4 @@
-"""TLS to MariaDB."""
+"""TLS to MariaDB, and the check of the database user's grants."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ import pytest
 
 from conftest import TasksDB, make_tasks_db
 from exporter.config import ConfigError, Overrides, load
+from exporter.grants import excess_privileges
 from mariadb import MariaDB
 from pki import CA, Cert
 from support import (
+    Exporter,
+    lines_matching,
     parse_metrics,
     run_cli,
     task_counts,
+    value,
+    wait_for,
     write_secret,
 )
 
@@ -208,3 +213,98 @@ def test_database_tls_mistakes_name_the_setting(tmp_path: Path, lines: str, expe
     with pytest.raises(ConfigError) as info:
         load(config, Overrides(), {})
     assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+
+
+# -- grants ------------------------------------------------------------------------------------
+
+
+def test_excess_privileges_are_read_from_show_grants() -> None:
+    """Everything beyond SELECT and USAGE is excess, with where it applies; column lists, roles
+    and the password hash MariaDB shows after TO are handled."""
+    lines = [
+        "GRANT USAGE ON *.* TO `u`@`localhost` IDENTIFIED BY PASSWORD '*D821809F681A40A6E3'",
+        "GRANT SELECT ON `app`.`tasks` TO `u`@`localhost`",
+        "GRANT SELECT (`a`, `b ON c`), INSERT (`x`) ON `app`.`t` TO `u`@`%` WITH GRANT OPTION",
+        "GRANT `reporting` TO `u`@`localhost`",
+        "GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION",
+    ]
+    assert excess_privileges(lines) == (
+        "INSERT ON `app`.`t`",
+        "GRANT OPTION ON `app`.`t`",
+        "ALL PRIVILEGES ON *.*",
+        "GRANT OPTION ON *.*",
+    )
+    assert excess_privileges(lines[:2]) == ()
+
+
+def _exporter_connections(db: TasksDB) -> list[int]:
+    rows = db.server.execute(
+        "SELECT id FROM information_schema.PROCESSLIST WHERE user = %s", (db.user,)
+    )
+    return [int(r[0]) for r in rows]
+
+
+def _reconnect(db: TasksDB) -> None:
+    """Kill the exporter's connection and wait until it has made a new one."""
+    (old,) = wait_for(lambda: _exporter_connections(db), timeout=5, what="the connection")
+    db.server.execute(f"KILL {old}")
+    wait_for(
+        lambda: _exporter_connections(db) not in ([], [old]),
+        timeout=5,
+        what="a new connection",
+    )
+
+
+@pytest.mark.mariadb
+def test_over_privileged_user_is_warned_of_once(tmp_path: Path, tasks_db: TasksDB) -> None:
+    """A user that can write gets one warning at start naming each excess privilege (never its
+    password hash), and no repeat when the exporter reconnects with the same grants."""
+    tasks_db.server.execute(
+        f"GRANT INSERT, DELETE ON `{tasks_db.database}`.* TO '{tasks_db.user}'@'127.0.0.1'"
+    )
+    exporter = Exporter(tmp_path, _config(tmp_path, tasks_db).read_text()).start(ready=True)
+    try:
+        (warning,) = wait_for(
+            lambda: lines_matching(exporter.log(), "can do more than read"),
+            timeout=5,
+            what="the grants warning",
+        )
+        assert f"user={tasks_db.user}" in warning
+        assert f"INSERT ON `{tasks_db.database}`.*" in warning
+        assert f"DELETE ON `{tasks_db.database}`.*" in warning
+        assert "SELECT" not in warning.split("excess=")[1]
+        assert "PASSWORD" not in exporter.log()
+        _reconnect(tasks_db)
+        _reconnect(tasks_db)
+        assert len(lines_matching(exporter.log(), "can do more than read")) == 1
+    finally:
+        exporter.stop()
+
+
+@pytest.mark.mariadb
+def test_least_privilege_user_gets_no_warning_until_granted_more(
+    tmp_path: Path, tasks_db: TasksDB
+) -> None:
+    """A SELECT-only user gets no warning, at start or after reconnecting; a grant added while
+    the exporter runs is warned of at the next connection, and its revocation noted."""
+    exporter = Exporter(tmp_path, _config(tmp_path, tasks_db).read_text()).start(ready=True)
+    try:
+        _reconnect(tasks_db)
+        assert value(exporter.scrape(), "tasks_exporter_up") == 1
+        assert "can do more than read" not in exporter.log()
+        grant = f"UPDATE ON `{tasks_db.database}`.`tasks` TO '{tasks_db.user}'@'127.0.0.1'"
+        tasks_db.server.execute(f"GRANT {grant}")
+        _reconnect(tasks_db)
+        wait_for(
+            lambda: f'excess="UPDATE ON `{tasks_db.database}`.`tasks`"' in exporter.log(),
+            timeout=5,
+            what="the warning",
+        )
+        tasks_db.server.execute(f"REVOKE {grant.replace(' TO ', ' FROM ')}")
+        _reconnect(tasks_db)
+        wait_for(lambda: "can now only read" in exporter.log(), timeout=5, what="the all-clear")
+    finally:
+        exporter.stop()
+    code, _, err = _once(tmp_path, tasks_db)  # --once checks too, and finds nothing
+    assert code == 0
+    assert "can do more than read" not in err
