@@ -1,11 +1,13 @@
-"""TLS to MariaDB, and the check of the database user's grants."""
+"""TLS to MariaDB, the grants check, and where the password must never show."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from conftest import TasksDB, make_tasks_db
@@ -308,3 +310,56 @@ def test_least_privilege_user_gets_no_warning_until_granted_more(
     code, _, err = _once(tmp_path, tasks_db)  # --once checks too, and finds nothing
     assert code == 0
     assert "can do more than read" not in err
+
+
+# -- secret hygiene ---------------------------------------------------------------------------
+
+
+@pytest.mark.mariadb
+def test_passwords_show_nowhere(tmp_path: Path, tasks_db: TasksDB) -> None:
+    """With a known database password and a known web password, running at debug level through
+    a working collection, a failing one and a config error, neither password appears in the
+    command line, the environment, the log, /metrics, the landing page or any error message."""
+    web_password = secrets.token_urlsafe(16)
+    hashed = bcrypt.hashpw(web_password.encode(), bcrypt.gensalt(4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n", encoding="utf-8")
+    config = _config(tmp_path, tasks_db)
+    exporter = Exporter(
+        tmp_path / "run", config.read_text(), "--web.config.file", str(web), "--log.level", "debug",
+        auth=("prometheus", web_password),
+    ).start(ready=True)  # fmt: skip
+    seen: list[str] = []
+    try:
+        seen += [exporter.get(path).text for path in ("/metrics", "/", "/-/ready")]
+        seen.append(exporter.get("/metrics", auth=("prometheus", "wrong")).text)
+        tasks_db.server.execute(
+            f"REVOKE SELECT ON {tasks_db.qualified_table} FROM '{tasks_db.user}'@'127.0.0.1'"
+        )
+        wait_for(
+            lambda: value(exporter.scrape(), "tasks_exporter_up") == 0,
+            timeout=5,
+            what="the failing collection",
+        )
+        seen += [exporter.get(path).text for path in ("/metrics", "/", "/-/ready")]
+        assert "command denied" in seen[-2]  # the landing page shows the error...
+        assert exporter.process is not None
+        proc = Path(f"/proc/{exporter.process.pid}")
+        seen.append((proc / "cmdline").read_bytes().decode(errors="replace"))
+        seen.append((proc / "environ").read_bytes().decode(errors="replace"))
+    finally:
+        exporter.stop()
+    seen.append(exporter.log())
+    write_secret(tmp_path / "password", tasks_db.password, mode=0o644)  # a config error
+    check = run_cli("--config.file", str(config), "--config.check", cwd=tmp_path)
+    assert check.returncode == 2
+    assert "chmod 600" in check.stderr
+    seen += [check.stdout, check.stderr]
+    write_secret(tmp_path / "password", tasks_db.password)
+    once = run_cli("--config.file", str(config), "--once", cwd=tmp_path)  # a failing --once
+    assert once.returncode == 1
+    seen += [once.stdout, once.stderr]
+    for text in seen:
+        assert tasks_db.password not in text
+        assert web_password not in text
+        assert hashed not in text
