@@ -75,6 +75,7 @@ class MySQLSource:
         self._log = logger
         self._conn: pymysql.connections.Connection[pymysql.cursors.Cursor] | None = None
         self._reported_excess: tuple[str, ...] = ()  # privileges beyond SELECT last warned of
+        self._grants_checked = False  # on the current connection
 
     def count(self) -> Rows:
         # A kept connection may have died between collections (server restart, KILL,
@@ -104,6 +105,11 @@ class MySQLSource:
         with conn.cursor() as cursor:
             cursor.execute(self._query)
             rows = cursor.fetchall()
+        if not self._grants_checked:
+            # After the first query, not while connecting: the check adds no round trip to the
+            # set-up, where a connection lost is a failed collection rather than a retry.
+            self._grants_checked = True
+            self._check_grants(conn)
         return [(status, int(n)) for status, n in rows]
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -159,8 +165,8 @@ class MySQLSource:
                 f"cannot set up the session on {where}: {_describe(exc)}",
                 reason=f"session error {_code(exc)}",
             ) from None
-        self._check_grants(conn)
         self._conn = conn
+        self._grants_checked = False
         return conn
 
     def _check_grants(self, conn: pymysql.connections.Connection[pymysql.cursors.Cursor]) -> None:
@@ -179,6 +185,9 @@ class MySQLSource:
             self._log.debug(
                 "cannot check the database user's grants", extra={"kv": {"err": _describe(exc)}}
             )
+            # The connection may be gone (KILLed, say) and PyMySQL then refuses to use it with
+            # an error that is not "lost": start afresh next time, grants check included.
+            self.close()
             return
         excess = excess_privileges(lines)
         if excess == self._reported_excess:

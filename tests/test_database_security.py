@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bcrypt
 import pytest
 
 from conftest import TasksDB, make_tasks_db
-from exporter.config import ConfigError, Overrides, load
+from exporter.config import ConfigError, DatabaseConfig, Overrides, TasksConfig, load
 from exporter.grants import excess_privileges
+from exporter.mysql import MySQLSource
+from exporter.secret import Secret
 from mariadb import MariaDB
 from pki import CA, Cert
+
+if TYPE_CHECKING:
+    from pymysql.connections import Connection
+    from pymysql.cursors import Cursor
+
 from support import (
     Exporter,
     lines_matching,
@@ -310,6 +319,34 @@ def test_least_privilege_user_gets_no_warning_until_granted_more(
     code, _, err = _once(tmp_path, tasks_db)  # --once checks too, and finds nothing
     assert code == 0
     assert "can do more than read" not in err
+
+
+@pytest.mark.mariadb
+def test_connection_killed_during_the_grants_check_costs_no_collection(tasks_db: TasksDB) -> None:
+    """A connection KILLed while its grants are read is dropped, and the next collection
+    reconnects instead of failing on the dead connection. (The KILL is real; a subclass only
+    times it to land inside the check, which no test could hit reliably otherwise.)"""
+
+    class KilledDuringCheck(MySQLSource):
+        def _check_grants(self, conn: Connection[Cursor]) -> None:
+            (own,) = _exporter_connections(tasks_db)
+            tasks_db.server.execute(f"KILL CONNECTION {own}")
+            super()._check_grants(conn)
+
+    db = DatabaseConfig(
+        driver="mysql",
+        port=tasks_db.server.port,
+        user=tasks_db.user,
+        password=Secret(tasks_db.password),
+        database=tasks_db.database,
+    )
+    seed = {"Success": 5, "Pending": 3, "Failed": 2}
+    source = KilledDuringCheck(db, TasksConfig(), timeout=2, logger=logging.getLogger("test"))
+    try:
+        assert dict(source.count()) == seed  # connects, counts, then is KILLed in the check
+        assert dict(source.count()) == seed  # a fresh connection, not "query failed"
+    finally:
+        source.close()
 
 
 # -- secret hygiene ---------------------------------------------------------------------------
