@@ -8,6 +8,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+# A new EC P-256 key, unencrypted, for `openssl req`.
+_NEW_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+
 
 def _openssl(*args: str, cwd: Path) -> None:
     result = subprocess.run(
@@ -41,11 +44,7 @@ class CA:
         _openssl(
             "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
+            *_NEW_KEY,
             "-keyout",
             f"{name}.key",
             "-out",
@@ -80,11 +79,7 @@ class CA:
         )
         _openssl(
             "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
+            *_NEW_KEY,
             "-keyout",
             f"{name}.key",
             "-out",

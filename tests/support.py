@@ -217,6 +217,7 @@ def run_cli(
 def mysql_config(
     *,
     socket_path: Path | None = None,
+    host: str = "127.0.0.1",
     port: int | None = None,
     user: str,
     database: str,
@@ -227,8 +228,9 @@ def mysql_config(
     extra_tasks: str = "",
     extra_web: str = "",
     extra_collection: str = "",
+    extra_database: str = "",
 ) -> str:
-    where = f'socket = "{socket_path}"' if socket_path else f'host = "127.0.0.1"\nport = {port}'
+    where = f'socket = "{socket_path}"' if socket_path else f'host = "{host}"\nport = {port}'
     stale = f'staleness = "{staleness}"' if staleness else ""
     return f"""
 [database]
@@ -236,6 +238,7 @@ def mysql_config(
 user = "{user}"
 database = "{database}"
 password_file = "{password_file}"
+{extra_database}
 
 [tasks]
 {extra_tasks}

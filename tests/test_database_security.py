@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 from support import (
     Exporter,
     lines_matching,
+    mysql_config,
     parse_metrics,
     run_cli,
     task_counts,
@@ -37,23 +38,19 @@ from support import (
 
 
 def _config(
-    tmp_path: Path,
-    db: TasksDB,
-    *,
-    host: str = "127.0.0.1",
-    tls: str = "",
-    password: str | None = None,
-    extra: str = "",
+    tmp_path: Path, db: TasksDB, *, host: str = "127.0.0.1", tls: str = "", password: str = ""
 ) -> Path:
     """A config file for `db` over TCP, with `tls` lines in [database]."""
-    secret = write_secret(tmp_path / "password", password or db.password)
     path = tmp_path / "config.toml"
-    path.write_text(
-        f'[database]\nhost = "{host}"\nport = {db.server.port}\nuser = "{db.user}"\n'
-        f'database = "{db.database}"\npassword_file = "{secret}"\n{tls}\n'
-        f'[collection]\ninterval = "0.5s"\ntimeout = "0.3s"\n{extra}',
-        encoding="utf-8",
+    text = mysql_config(
+        host=host,
+        port=db.server.port,
+        user=db.user,
+        database=db.database,
+        password_file=write_secret(tmp_path / "password", password or db.password),
+        extra_database=tls,
     )
+    path.write_text(text, encoding="utf-8")
     return path
 
 
