@@ -28,7 +28,6 @@ from exporter.secret import Secret
 # bcrypt reads at most 72 bytes of a password; Go's bcrypt, which the toolkit uses, and htpasswd
 # ignore the rest, and so does this (the bcrypt library refuses longer input instead).
 BCRYPT_MAX_PASSWORD = 72
-CHALLENGE = 'Basic realm="tasks_exporter", charset="UTF-8"'
 # A well-formed hash of a random password nobody kept; its cost is set to the users' cost. It is
 # only checked for users that do not exist, whose requests are refused whatever bcrypt says.
 _DUMMY = "$2b${cost:02d}$ft/9THoxbZYA/mrH7WZSS.zJ9uXpZIAjLnJ8xOLRjdMkqBz0BxRw2"

@@ -32,7 +32,6 @@ from exporter.mysql import MySQLSource
 from exporter.source import Source
 from exporter.sqlite import SQLiteSource
 from exporter.web import ListenError, Routes, Server
-from exporter.webconfig import describe
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -198,7 +197,7 @@ async def _run(
                 "allow": ",".join(str(n) for n in config.web.allow),
                 "source": config.database.describe(),
                 "interval_seconds": config.collection.interval,
-                **({"web_config": "none"} if security is None else describe(security)),
+                **({"web_config": "none"} if security is None else security.describe()),
             }
         },
     )

@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from exporter.secret import (
     Secret,
@@ -23,7 +23,9 @@ from exporter.secret import (
     read_option_file,
 )
 from exporter.tlsfiles import DATABASE_TLS_MODES, TLSFilesError, database_context
-from exporter.webconfig import WebConfigError, WebSecurity, read_web_security
+
+if TYPE_CHECKING:
+    from exporter.webconfig import WebSecurity
 
 T = TypeVar("T")
 
@@ -584,6 +586,9 @@ def _web_security(s: _Section) -> WebSecurity | None:
     path = s.get("config_file", None, _nonempty)
     if path is None:
         return None
+    # Only exporters given a web config file load its code (and PyYAML, bcrypt): memory.
+    from exporter.webconfig import WebConfigError, read_web_security  # noqa: PLC0415
+
     try:
         return read_web_security(Path(path))
     except WebConfigError as exc:

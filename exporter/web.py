@@ -23,19 +23,23 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.auth import CHALLENGE, BasicAuth, parse_basic
 from exporter.collect import Snapshot
 from exporter.config import ListenAddress, Network, WebConfig
 from exporter.metrics import expose
 from exporter.page import CONTENT_SECURITY_POLICY, render
-from exporter.webconfig import ActiveSecurity, LiveSecurity, WebConfigError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from exporter.auth import BasicAuth
+    from exporter.webconfig import ActiveSecurity, LiveSecurity
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEAD = 16 * 1024  # request line and headers together
@@ -45,6 +49,7 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VERSION = re.compile(r"HTTP/1\.[01]")
 _TLS_HANDSHAKE = b"\x16"  # the first byte of every TLS connection (a handshake record)
 _PLAIN_ON_TLS = b"Client sent an HTTP request to an HTTPS server.\n"
+_CHALLENGE = 'Basic realm="tasks_exporter", charset="UTF-8"'
 
 
 class ListenError(Exception):
@@ -469,7 +474,7 @@ class _Connection(asyncio.Protocol):
         self, method: str, path: str, headers: Mapping[str, str], *, keep_alive: bool, allowed: bool
     ) -> bool:
         if not allowed:
-            response = _text(HTTPStatus.UNAUTHORIZED, headers=(("WWW-Authenticate", CHALLENGE),))
+            response = _text(HTTPStatus.UNAUTHORIZED, headers=(("WWW-Authenticate", _CHALLENGE),))
         else:
             try:
                 response = self.server.routes.respond(method, path, headers)
@@ -588,8 +593,10 @@ class Server:
         self.log = logger
         self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
+        # The web config file's machinery, made when one is configured: its code stays unloaded
+        # otherwise, which matters for the memory target.
         self._live: LiveSecurity | None = None
-        self._auth = BasicAuth()
+        self._auth: BasicAuth | None = None
         self._bcrypt: ThreadPoolExecutor | None = None
 
     def security(self) -> ActiveSecurity | None:
@@ -603,6 +610,8 @@ class Server:
             self._live = None
             return None
         if self._live is None or self._live.configured is not configured:
+            from exporter.webconfig import LiveSecurity  # noqa: PLC0415 - see __init__
+
             self._live = LiveSecurity(configured, self.log)
         return self._live.current()
 
@@ -617,12 +626,18 @@ class Server:
         security = self.security()
         if security is None or security.users is None:
             return True
+        from exporter.auth import BasicAuth, parse_basic  # noqa: PLC0415 - see __init__
+
         credentials = parse_basic(headers.get("authorization"))
         if credentials is None:
             return False
+        if self._auth is None:
+            self._auth = BasicAuth()
         if self._auth.remembered(security.users, credentials):
             return True
         if self._bcrypt is None:
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - see __init__
+
             # Two threads: bcrypt releases the GIL, and more would only share the same cores.
             self._bcrypt = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bcrypt")
         return asyncio.get_running_loop().run_in_executor(
@@ -631,11 +646,14 @@ class Server:
 
     async def start(self, sockets: Iterable[socket.socket] = ()) -> None:
         """Bind every listen address (or serve the given sockets) before returning."""
-        try:
-            self.security()  # certificates that went bad since the configuration was checked
-        except WebConfigError as exc:
-            problems = "; ".join(exc.problems)
-            raise ListenError(f"cannot use the web config file: {problems}") from None
+        if self.web.security is not None:
+            from exporter.webconfig import WebConfigError  # noqa: PLC0415 - see __init__
+
+            try:
+                self.security()  # certificates that went bad since the configuration was checked
+            except WebConfigError as exc:
+                problems = "; ".join(exc.problems)
+                raise ListenError(f"cannot use the web config file: {problems}") from None
         socks = list(sockets)
         if not socks:
             try:

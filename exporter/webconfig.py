@@ -295,6 +295,16 @@ class ActiveSecurity:
     users: Users | None
     headers: tuple[tuple[str, str], ...]
 
+    def describe(self) -> dict[str, object]:
+        """What the web configuration enforces, for log lines."""
+        tls = self.config.tls
+        return {
+            "web_config": str(self.config.path),
+            "tls": "off" if tls is None else f"{tls.min_version}+",
+            "client_auth": "off" if tls is None else tls.client_auth_type,
+            "basic_auth_users": len(self.config.users),
+        }
+
 
 def activate(security: WebSecurity) -> ActiveSecurity:
     """Load the certificates and prepare the users; WebConfigError if a file does not do."""
@@ -389,15 +399,4 @@ class LiveSecurity:
         # The new file may name other certificate files: follow those from now on.
         self._seen = _fingerprint(active.config.files())
         self._active = active
-        self._log.info("web config file reloaded", extra={"kv": describe(active)})
-
-
-def describe(active: ActiveSecurity) -> dict[str, object]:
-    """What the web configuration enforces, for log lines."""
-    tls = active.config.tls
-    return {
-        "web_config": str(active.config.path),
-        "tls": "off" if tls is None else f"{tls.min_version}+",
-        "client_auth": "off" if tls is None else tls.client_auth_type,
-        "basic_auth_users": len(active.config.users),
-    }
+        self._log.info("web config file reloaded", extra={"kv": active.describe()})

@@ -246,6 +246,30 @@ def test_start_line_says_what_is_enforced(secure: Secure) -> None:
     assert "tls=TLS12+ client_auth=RequireAndVerifyClientCert basic_auth_users=3" in first
 
 
+def _mapped(exporter: Exporter, library: str) -> bool:
+    """Whether the running exporter has loaded a native library (its maps name the file)."""
+    assert exporter.process is not None
+    maps = Path(f"/proc/{exporter.process.pid}/maps").read_text(encoding="utf-8")
+    return library in maps
+
+
+def test_yaml_and_bcrypt_are_loaded_only_with_a_web_config_file(
+    secure: Secure, tmp_path: Path
+) -> None:
+    """PyYAML's and bcrypt's native code is in memory only in an exporter given a web config
+    file (it checked a password); one without a file never loads them."""
+    assert secure.exporter.get("/-/healthy").status == 200
+    assert _mapped(secure.exporter, "/yaml/_yaml.")
+    assert _mapped(secure.exporter, "/bcrypt/_bcrypt.")
+    plain = Exporter(tmp_path, "", "--demo").start(ready=True)
+    try:
+        assert plain.get("/metrics").status == 200
+        assert not _mapped(plain, "/yaml/_yaml.")
+        assert not _mapped(plain, "/bcrypt/_bcrypt.")
+    finally:
+        plain.stop()
+
+
 def test_every_page_needs_credentials(secure: Secure) -> None:
     """Basic auth covers every path, the health endpoints included, for HEAD as for GET."""
     for path in ("/", "/metrics", "/-/healthy", "/-/ready", "/nope"):
