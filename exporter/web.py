@@ -263,7 +263,6 @@ class _Connection(asyncio.Protocol):
             first = await _first_byte(raw)
             if first and first != _TLS_HANDSHAKE:
                 self.plain_on_tls = True
-                self.handshake = None
                 raw.resume_reading()
                 return
             if first:
@@ -280,12 +279,15 @@ class _Connection(asyncio.Protocol):
                 "TLS handshake failed",
                 extra={"kv": {"client": peer[0] if peer else "?", "err": str(exc)}},
             )
-        self.handshake = None
-        if wrapped is None:  # failed, or closed before or during the handshake
-            self._abandon(raw)
-            return
-        self.transport = wrapped
-        self.tls = True
+        finally:
+            self.handshake = None
+            # Failed, closed, or cut off (request_timeout, stop) before or during the handshake:
+            # asyncio's TLS layer does not report that to this protocol, so release it here.
+            if wrapped is None and not self.plain_on_tls:
+                self._abandon(raw)
+        if wrapped is not None:
+            self.transport = wrapped
+            self.tls = True
 
     def _abandon(self, raw: asyncio.Transport) -> None:
         """End a connection that never got to HTTP (its protocol was not told it closed)."""

@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import secrets
 import shutil
+import socket
 import ssl
 import statistics
 import subprocess
@@ -277,6 +278,36 @@ def test_every_page_needs_credentials(secure: Secure) -> None:
             assert secure.exporter.get(path, method=method, auth=None).status == 401, path
     assert secure.exporter.get("/-/healthy").status == 200
     assert secure.exporter.get("/nope").status == 404
+
+
+def test_handshakes_cut_off_at_the_request_timeout_free_their_slot(
+    tmp_path: Path, pki: PKI
+) -> None:
+    """Clients that start a TLS handshake and stall are cut off at request_timeout, and their
+    connections no longer count: a scraper afterwards closes no one to get a slot."""
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n",
+        encoding="utf-8",
+    )
+    exporter = Exporter(
+        tmp_path, '[web]\nmax_connections = 2\nrequest_timeout = "0.5s"\n', "--demo",
+        "--web.config.file", str(web), "--log.level", "debug", ssl_context=client_context(pki),
+    ).start(ready=True)  # fmt: skip
+    stalled = []
+    try:
+        for _ in range(2):  # a TLS record header, then nothing
+            sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
+            sock.sendall(b"\x16\x03\x01\x02\x00")
+            stalled.append(sock)
+        for sock in stalled:
+            assert sock.recv(1) == b""  # cut off by the server...
+        assert exporter.get("/-/healthy").status == 200  # ...and the slots are free again
+        assert "connection limit reached" not in exporter.log()
+    finally:
+        for sock in stalled:
+            sock.close()
+        exporter.stop()
 
 
 # -- timing and the password cache ----------------------------------------------------------
