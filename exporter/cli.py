@@ -80,6 +80,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="path of the metrics (default /metrics)",
     )
     parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="exporter-toolkit web configuration (YAML): TLS, headers, basic auth users",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         metavar="LEVEL",
@@ -100,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = Overrides(
         listen_addresses=tuple(args.listen),
         telemetry_path=args.telemetry_path,
+        web_config_file=args.web_config_file,
         log_level=args.log_level,
         log_format=args.log_format,
         demo=args.demo,
@@ -120,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.database.demo:
             demo_path = stack.enter_context(DemoDatabase(progress=not args.once)).path
         if args.once:
-            source = make_source(config, demo_path)
+            source = make_source(config, demo_path, logger)
             try:
                 return once(CollectionLoop(source, config.tasks, config.collection, logger=logger))
             finally:

@@ -32,7 +32,7 @@ from exporter.source import Source
 from exporter.web import ListenError, Routes, Server
 
 
-def make_source(config: Config, demo_path: Path | None) -> Source:
+def make_source(config: Config, demo_path: Path | None, logger: logging.Logger) -> Source:
     """The configured source; nothing connects until the first collection."""
     db, timeout = config.database, config.collection.timeout
     if db.driver == "sqlite":
@@ -41,7 +41,7 @@ def make_source(config: Config, demo_path: Path | None) -> Source:
         return SQLiteSource(demo_path or Path(db.path), config.tasks, timeout=timeout)
     from exporter.mysql import MySQLSource  # noqa: PLC0415 - pymysql only when MySQL is used
 
-    return MySQLSource(db, config.tasks, timeout=timeout)
+    return MySQLSource(db, config.tasks, timeout=timeout, logger=logger)
 
 
 class Service:
@@ -66,7 +66,7 @@ class Service:
         self._clock = clock
         self.log = logger
         self.collection = CollectionLoop(
-            make_source(config, demo_path), config.tasks, config.collection, logger=logger
+            make_source(config, demo_path, logger), config.tasks, config.collection, logger=logger
         )
         self.registry = CollectorRegistry()
         self.registry.register(SnapshotCollector(lambda: self.collection.snapshot, __version__))
@@ -169,7 +169,7 @@ class Service:
             self._refused([str(exc)])
             return False
         self.collection.reconfigure(
-            make_source(config, self._demo_path), config.tasks, config.collection
+            make_source(config, self._demo_path, self.log), config.tasks, config.collection
         )
         self.log = logs.setup(config.log.level, config.log.format)
         self.config = config
@@ -191,7 +191,12 @@ class Service:
             "allow": ",".join(str(n) for n in config.web.allow),
             "source": config.database.describe(),
             "interval_seconds": config.collection.interval,
+            **self._security_summary(),
         }
+
+    def _security_summary(self) -> dict[str, object]:
+        security = self.server.security()
+        return {"web_config": "none"} if security is None else security.describe()
 
 
 def _format(address: tuple[str, int]) -> str:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from conftest import TasksDB, make_tasks_db
@@ -207,7 +208,7 @@ def test_an_invalid_configuration_is_refused_whole_and_the_old_one_keeps_running
         events = [json.loads(line) for line in exporter.log().splitlines()]
         return [e["err"] for e in events if "reload refused" in e["msg"]]
 
-    wait_for(lambda: len(refusals()) == 2, timeout=5, what=f"two refusals\n{exporter.log()}")
+    wait_for(lambda: len(refusals()) == 2, timeout=15, what=f"two refusals\n{exporter.log()}")
     assert refusals() == [f"config error: {problem}" for problem in problems]
     assert _reloads(exporter) == (0, loaded_at)
     assert exporter.process is not None
@@ -217,7 +218,7 @@ def test_an_invalid_configuration_is_refused_whole_and_the_old_one_keeps_running
 
     exporter.write_config(good.replace("0.5s", "0.6s"))
     exporter.reload()
-    wait_for(lambda: _reloads(exporter)[0] == 1, timeout=5, what="the fixed file applied")
+    wait_for(lambda: _reloads(exporter)[0] == 1, timeout=15, what="the fixed file applied")
     assert value(exporter.scrape(), "tasks_exporter_collection_interval_seconds") == 0.6
 
 
@@ -234,7 +235,7 @@ def test_a_reload_that_cannot_listen_changes_nothing(tmp_path: Path, tasks_db: T
             _config(tasks_db, pw, listen=[port, busy], allow='["127.0.0.1/32"]', interval="0.6s")
         )
         exporter.reload()
-        wait_for(lambda: _reloads(exporter)[0] == 0, timeout=5, what="the reload refused")
+        wait_for(lambda: _reloads(exporter)[0] == 0, timeout=15, what="the reload refused")
     assert lines_matching(exporter.log(), f"cannot listen on 127.0.0.1:{busy}")
     assert not _refused(port, source=OTHER_CLIENT)
     assert value(exporter.scrape(), "tasks_exporter_collection_interval_seconds") == 0.5
@@ -318,3 +319,25 @@ def test_reloads_racing_with_scrapes_and_a_collection_in_flight(
         scraper.finish()
         assert scraper.failures == []
         assert scraper.scrapes > 5
+
+
+def test_a_reload_can_turn_on_basic_auth_from_a_web_config_file(
+    tmp_path: Path, tasks_db: TasksDB
+) -> None:
+    """[web] config_file named by the reloaded file applies at once: scrapes then need the
+    password. (Changes inside an already named web config file apply without SIGHUP.)"""
+    pw = write_secret(tmp_path / "pw", tasks_db.password)
+    exporter = _exporter(
+        tmp_path / "run",
+        lambda port: _config(tasks_db, pw, listen=[port], allow='["127.0.0.0/8"]'),
+    )
+    assert exporter.get("/metrics").status == 200
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(f"basic_auth_users:\n  prometheus: {hashed}\n", encoding="utf-8")
+    text = exporter.config_path.read_text(encoding="utf-8")
+    exporter.write_config(text.replace("[web]", f'[web]\nconfig_file = "{web_config}"'))
+    exporter.reload()
+    wait_for(lambda: exporter.get("/metrics").status == 401, timeout=15, what="basic auth on")
+    exporter.auth = ("prometheus", "s3cret")
+    assert _reloads(exporter)[0] == 1
