@@ -13,22 +13,19 @@ import os
 import platform
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-
-from prometheus_client import Counter
-from prometheus_client.exposition import generate_latest
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import Config, ConfigError, Overrides, load
 from exporter.demo import DemoDatabase
-from exporter.metrics import PREFIX, SnapshotCollector
+from exporter.exposition import Exposition, Part, render
+from exporter.metrics import PREFIX, Counter, SnapshotMetrics, families
 from exporter.mysql import MySQLSource
+from exporter.process import ProcessMetrics, python_info
 from exporter.source import Source
 from exporter.sqlite import SQLiteSource
 from exporter.web import ListenError, Routes, Server
@@ -141,24 +138,26 @@ def once(collection: CollectionLoop) -> int:
     if not snapshot.up:
         print(f"tasks_exporter: collection failed: {snapshot.error}", file=sys.stderr)
         return EXIT_FAILURE
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: snapshot, __version__))
-    sys.stdout.write(generate_latest(registry).decode("utf-8"))
+    text = render(families(snapshot, time.time(), __version__), openmetrics=False)
+    sys.stdout.write(text.decode("utf-8"))
     return EXIT_OK
 
 
 def serve(config: Config, collection: CollectionLoop, logger: logging.Logger) -> int:
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: collection.snapshot, __version__))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
     refused = Counter(
         f"{PREFIX}_allowlist_refused_connections",
         "Connections closed at accept because the client is not in web.allow.",
-        registry=registry,
     )
+    platform_info = python_info()
+    parts: list[Part] = [
+        SnapshotMetrics(lambda: collection.snapshot, __version__),
+        ProcessMetrics(),
+        lambda _now: platform_info,
+        refused,
+    ]
+    exposition = Exposition(parts, clock=time.time)
     routes = Routes(
-        registry=registry,
+        metrics=exposition,
         snapshot=lambda: collection.snapshot,
         telemetry_path=config.web.telemetry_path,
         version=__version__,

@@ -20,12 +20,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from prometheus_client import Counter
-from prometheus_client.registry import CollectorRegistry
-
 from exporter.collect import Snapshot
 from exporter.config import ListenAddress, Network, WebConfig
-from exporter.metrics import expose
+from exporter.exposition import Exposition
+from exporter.metrics import Counter
 from exporter.page import CONTENT_SECURITY_POLICY, render
 
 MAX_REQUEST_LINE = 8 * 1024
@@ -135,14 +133,14 @@ class Routes:
     def __init__(
         self,
         *,
-        registry: CollectorRegistry,
+        metrics: Exposition,
         snapshot: Callable[[], Snapshot],
         telemetry_path: str,
         version: str,
         source: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._registry = registry
+        self._exposition = metrics
         self._snapshot = snapshot
         self._telemetry_path = telemetry_path
         self._version = version
@@ -165,8 +163,8 @@ class Routes:
         return handler(headers)
 
     def _metrics(self, headers: Mapping[str, str]) -> Response:
-        body, content_type, gzipped = expose(
-            self._registry, headers.get("accept"), headers.get("accept-encoding")
+        body, content_type, gzipped = self._exposition.render(
+            headers.get("accept"), headers.get("accept-encoding")
         )
         extra = [("Vary", "Accept-Encoding")]
         if gzipped:

@@ -77,6 +77,30 @@ def test_openmetrics_and_gzip_are_negotiated(demo: Exporter) -> None:
     assert 'tasks_exporter_tasks{status="Success"}' in text
 
 
+def test_curl_reads_the_compressed_openmetrics(demo: Exporter) -> None:
+    """curl --compressed (libcurl's own gzip decoder) gets the OpenMetrics text, one # EOF."""
+    curl = shutil.which("curl")
+    assert curl
+    result = subprocess.run(
+        [
+            curl,
+            "--silent",
+            "--fail",
+            "--compressed",
+            "--header",
+            "Accept: application/openmetrics-text;version=1.0.0",
+            f"http://127.0.0.1:{demo.port}/metrics",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    assert result.stdout.count("# EOF") == 1
+    assert result.stdout.endswith("\n# EOF\n")
+    assert "# TYPE tasks_exporter_collections counter" in result.stdout
+
+
 def test_promtool_finds_nothing_to_lint(demo: Exporter) -> None:
     """`promtool check metrics` on a live scrape prints nothing and succeeds."""
     promtool = shutil.which("promtool")
