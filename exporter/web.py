@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import re
@@ -366,18 +367,8 @@ class _Connection(asyncio.Protocol):
         """Write the response in one go; False when the connection closes after it."""
         assert self.transport is not None  # noqa: S101 - only called on accepted connections
         close = response.close or not keep_alive
-        status = HTTPStatus(response.status)
-        lines = [
-            f"HTTP/1.1 {status.value} {status.phrase}",
-            f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
-            "X-Content-Type-Options: nosniff",
-            f"Connection: {'close' if close else 'keep-alive'}",
-            *(f"{k}: {v}" for k, v in response.headers),
-        ]
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         # One write per response: separate small writes would meet Nagle and delayed ACK.
-        self.transport.write(head if head_only else head + response.body)
+        self.transport.write(_wire(response, close=close, head_only=head_only))
         if close:
             self.close()
         return not close
@@ -388,6 +379,26 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.server.closed(self)
         self.closing = True
+
+
+@functools.lru_cache(maxsize=16)
+def _wire(response: Response, *, close: bool, head_only: bool) -> bytes:
+    """A response as written on the connection.
+
+    Cached, so that scrapes of a body that has not changed since the last collection are
+    answered with the very same bytes, without building or copying anything.
+    """
+    status = HTTPStatus(response.status)
+    lines = [
+        f"HTTP/1.1 {status.value} {status.phrase}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {len(response.body)}",
+        "X-Content-Type-Options: nosniff",
+        f"Connection: {'close' if close else 'keep-alive'}",
+        *(f"{k}: {v}" for k, v in response.headers),
+    ]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + response.body
 
 
 def _path(target: str) -> str | None:
