@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from html import escape
-
 from exporter.collect import Snapshot
 
 # The page runs no script and loads nothing: even an escaping bug could not execute anything.
@@ -11,6 +9,16 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none';"
     " frame-ancestors 'none'"
 )
+
+# html.escape's replacements. The html module is not imported for them: it loads a table of
+# 2,000 named entities (0.4 MiB of resident memory) that escaping never uses.
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
+
+
+def escape(text: str) -> str:
+    """Text made safe for HTML content and quoted attribute values, as html.escape does."""
+    return text.translate(_ESCAPES)
+
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:42rem;padding:0 1rem;color:#222}

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from support import (
+    NEVER_IMPORTED,
     Exporter,
     free_port,
     get,
+    imported_modules,
     lines_matching,
     parse_metrics,
     run_cli,
@@ -504,3 +506,22 @@ def test_custom_telemetry_path_and_json_logs(tmp_path: Path) -> None:
         assert {"ts", "level", "msg"} <= set(records[0])
     finally:
         exporter.stop()
+
+
+def test_the_demo_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """The demo, serving every format and the page, imports neither pymysql nor
+    prometheus_client, html, json or the idna codec (shutil it needs for its temporary
+    directory)."""
+    exporter = Exporter(tmp_path, "", "--demo")
+    exporter.start(env={"PYTHONPROFILEIMPORTTIME": "1"}, ready=True)
+    try:
+        for accept in ("text/plain", "application/openmetrics-text"):
+            for encoding in ("identity", "gzip"):
+                headers = {"Accept": accept, "Accept-Encoding": encoding}
+                assert exporter.get("/metrics", headers=headers).status == 200
+        assert exporter.get("/").status == 200
+    finally:
+        exporter.stop()
+    imported = imported_modules(exporter.log())
+    assert {"asyncio", "sqlite3"} <= imported
+    assert imported & (NEVER_IMPORTED - {"shutil"} | {"pymysql"}) == set()

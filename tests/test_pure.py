@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import logging
@@ -13,11 +14,13 @@ from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
 from exporter import log as logs
+from exporter import page
 from exporter.collect import Snapshot, shape
-from exporter.config import TasksConfig, parse_network
+from exporter.config import DatabaseConfig, TasksConfig, parse_network
 from exporter.exposition import accepts_gzip
 from exporter.exposition import render as render_metrics
 from exporter.metrics import families
+from exporter.mysql import is_local
 from exporter.page import render
 from exporter.web import Allowlist, RefusalLog, _path, client_address
 from support import parse_metrics, task_counts, value
@@ -323,3 +326,36 @@ def test_log_formats_carry_message_and_fields(fmt: str) -> None:
     assert asyncio_line.startswith("{" if fmt == "json" else "ts=")
     for name in ("tasks_exporter", "asyncio"):
         logging.getLogger(name).handlers.clear()
+
+
+@given(st.text(max_size=40))
+def test_logfmt_values_that_need_quotes_are_json_strings(text: str) -> None:
+    """A logfmt value is written bare when it can be, else exactly as JSON writes the string."""
+    written = logs._logfmt_value(text)
+    if written != text:
+        assert written == json.dumps(text, ensure_ascii=False)
+
+
+@given(st.text(max_size=40))
+def test_page_escaping_is_html_escape(text: str) -> None:
+    """The landing page escapes text exactly as html.escape does."""
+    assert page.escape(text) == html.escape(text)
+
+
+@pytest.mark.parametrize(
+    ("host", "socket_path", "local"),
+    [
+        ("127.0.0.1", None, True),
+        ("127.3.2.1", None, True),
+        ("::1", None, True),
+        ("localhost", None, True),
+        ("192.0.2.7", None, False),
+        ("db.example.com", None, False),
+        ("db.example.com", "/run/mysqld/mysqld.sock", True),
+    ],
+)
+def test_tls_is_left_off_only_for_a_database_on_this_machine(
+    host: str, socket_path: str | None, local: bool
+) -> None:
+    """A unix socket or a loopback address is local (no TLS); any other host is not."""
+    assert is_local(DatabaseConfig(driver="mysql", host=host, socket=socket_path)) is local
