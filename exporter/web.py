@@ -210,7 +210,8 @@ class _Connection(asyncio.Protocol):
     transport: asyncio.Transport | None = None
     buffer: bytearray = field(default_factory=bytearray)
     waiting_since: float = 0.0  # when the current wait (for a request, or idle) began
-    timer: asyncio.TimerHandle | None = None
+    deadline: float = 0.0  # when the current wait must end
+    timer: asyncio.TimerHandle | None = None  # fires at the deadline, or before it
     idle: bool = False  # between requests, on the idle timeout
     scheduled: bool = False  # a call to _next_request is pending
     writing_paused: bool = False  # the transport's write buffer is full
@@ -230,19 +231,37 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         self.server.opened(self)
         self._arm(self.server.web.request_timeout)
+        self._keep_deadline()
 
     def _arm(self, seconds: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        loop = asyncio.get_running_loop()
-        self.waiting_since = loop.time()
-        self.timer = loop.call_later(seconds, self._expire)
+        """Start a wait that must end within `seconds` (see _keep_deadline for the timer)."""
+        self.waiting_since = asyncio.get_running_loop().time()
+        self.deadline = self.waiting_since + seconds
+
+    def _keep_deadline(self) -> None:
+        """Make sure a timer fires by the deadline.
+
+        A timer that fires earlier is kept: it sets a new one for the deadline as it is then.
+        So a scraper's request, which moves the deadline later (to the idle timeout), costs no
+        timer at all; only a wait that must end sooner than the timer sets a new one.
+        """
+        timer = self.timer
+        if self.closing or (timer is not None and timer.when() <= self.deadline):
+            return
+        if timer is not None:
+            timer.cancel()
+        self.timer = asyncio.get_running_loop().call_at(self.deadline, self._expire)
 
     def _expire(self) -> None:
         """A deadline passed: drop the connection, with anything the client did not read."""
-        if self.transport is not None and not self.closing:
-            self.closing = True
-            self.transport.abort()
+        self.timer = None
+        if self.transport is None or self.closing:
+            return
+        if asyncio.get_running_loop().time() < self.deadline:  # the deadline moved later
+            self._keep_deadline()
+            return
+        self.closing = True
+        self.transport.abort()
 
     def close(self) -> None:
         if self.transport is not None and not self.closing:
@@ -256,7 +275,7 @@ class _Connection(asyncio.Protocol):
         if self.idle:  # a new request has begun: it must now arrive within request_timeout
             self.idle = False
             self._arm(self.server.web.request_timeout)
-        self._schedule()
+        self._schedule()  # _next_request, which keeps the deadline
 
     def _schedule(self) -> None:
         """Answer the next buffered request on a later turn of the loop.
@@ -270,8 +289,11 @@ class _Connection(asyncio.Protocol):
 
     def _next_request(self) -> None:
         self.scheduled = False
-        if self.closing or self.writing_paused:
-            return
+        if not self.closing and not self.writing_paused:
+            self._answer_next()
+        self._keep_deadline()
+
+    def _answer_next(self) -> None:
         # Empty lines before a request line are ignored (RFC 9112, 2.2): some clients send a
         # stray CRLF between requests.
         blank = len(self.buffer) - len(self.buffer.lstrip(b"\r\n"))

@@ -393,6 +393,26 @@ def test_idle_keep_alive_then_trickle_gets_the_request_timeout(tmp_path: Path) -
         exporter.stop()
 
 
+def test_each_request_restarts_the_idle_timeout(tmp_path: Path) -> None:
+    """A keep-alive scraper that keeps asking stays connected past idle_timeout; once it
+    stops, the connection is closed idle_timeout after its last answer."""
+    exporter = Exporter(tmp_path, '[web]\nidle_timeout = "0.6s"\n', "--demo").start()
+    request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
+            for _ in range(6):  # 1.5 s of requests, 0.25 s apart
+                s.sendall(request)
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+                time.sleep(0.25)
+            s.sendall(request)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            answered = time.monotonic()
+            wait_for(lambda: s.recv(1) == b"", timeout=3, what="server to close")
+            assert 0.5 < time.monotonic() - answered < 1.5
+    finally:
+        exporter.stop()
+
+
 def test_once_on_the_demo_prints_counts_and_leaves_nothing_behind(tmp_path: Path) -> None:
     """--once --demo prints the demo's counts and removes its temporary database."""
     tmp = Path(tempfile.gettempdir())
