@@ -275,7 +275,11 @@ class _Connection(asyncio.Protocol):
         if self.idle:  # a new request has begun: it must now arrive within request_timeout
             self.idle = False
             self._arm(self.server.web.request_timeout)
-        self._schedule()  # _next_request, which keeps the deadline
+        if not self.scheduled:
+            # Answered now rather than on the next turn of the loop: a scraper's request
+            # arrives whole, and waiting a turn only adds latency. Requests that were sent
+            # behind it still go one per turn (_next_request schedules them).
+            self._next_request()
 
     def _schedule(self) -> None:
         """Answer the next buffered request on a later turn of the loop.
