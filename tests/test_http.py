@@ -20,7 +20,7 @@ from support import (
     Exporter,
     free_port,
     get,
-    imported_modules,
+    imports_while_serving,
     lines_matching,
     parse_metrics,
     run_cli,
@@ -532,16 +532,6 @@ def test_the_demo_imports_only_what_it_uses(tmp_path: Path) -> None:
     """The demo, serving every format and the page, imports neither pymysql nor
     prometheus_client, html, json or the idna codec (shutil it needs for its temporary
     directory)."""
-    exporter = Exporter(tmp_path, "", "--demo")
-    exporter.start(env={"PYTHONPROFILEIMPORTTIME": "1"}, ready=True)
-    try:
-        for accept in ("text/plain", "application/openmetrics-text"):
-            for encoding in ("identity", "gzip"):
-                headers = {"Accept": accept, "Accept-Encoding": encoding}
-                assert exporter.get("/metrics", headers=headers).status == 200
-        assert exporter.get("/").status == 200
-    finally:
-        exporter.stop()
-    imported = imported_modules(exporter.log())
+    imported = imports_while_serving(Exporter(tmp_path, "", "--demo"))
     assert {"asyncio", "sqlite3"} <= imported
     assert imported & (NEVER_IMPORTED - {"shutil"} | {"pymysql"}) == set()

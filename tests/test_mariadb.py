@@ -16,7 +16,7 @@ from exporter.secret import Secret
 from support import (
     NEVER_IMPORTED,
     Exporter,
-    imported_modules,
+    imports_while_serving,
     lines_matching,
     mysql_config,
     parse_metrics,
@@ -521,16 +521,7 @@ def test_broken_then_healed_without_restart(
 def test_serving_mysql_imports_only_what_it_uses(tmp_path: Path, tasks_db: TasksDB) -> None:
     """Serving a MySQL table over a socket, every format and the page, imports neither sqlite3
     nor prometheus_client, html, json, shutil or the idna codec."""
-    exporter = Exporter(tmp_path, _config(tmp_path, tasks_db, via="socket"))
-    exporter.start(env={"PYTHONPROFILEIMPORTTIME": "1"}, ready=True)
-    try:
-        for accept in ("text/plain", "application/openmetrics-text"):
-            for encoding in ("identity", "gzip"):
-                headers = {"Accept": accept, "Accept-Encoding": encoding}
-                assert exporter.get("/metrics", headers=headers).status == 200
-        assert exporter.get("/").status == 200
-    finally:
-        exporter.stop()
-    imported = imported_modules(exporter.log())
+    config = _config(tmp_path, tasks_db, via="socket")
+    imported = imports_while_serving(Exporter(tmp_path, config))
     assert {"asyncio", "pymysql"} <= imported
     assert imported & (NEVER_IMPORTED | {"sqlite3"}) == set()
