@@ -1,130 +1,115 @@
-"""From a Snapshot to metric families (pure), and the exposition of a registry."""
+"""From a Snapshot to metric families (pure), and the parts of /metrics that the exporter owns."""
 
 from __future__ import annotations
 
-import gzip
 import platform
-import time
-from collections.abc import Callable, Iterable
-
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+from collections.abc import Callable
 
 from exporter.collect import Snapshot
+from exporter.exposition import Family, Rendered, gauge
 
 PREFIX = "tasks_exporter"
 
 
-def families(snapshot: Snapshot, now: float, version: str) -> list[Metric]:
+def families(snapshot: Snapshot, now: float, version: str) -> list[Family]:
     """The exporter's own metrics for one snapshot, seen at time `now`."""
     every = f"refreshed every {snapshot.interval:g}s by the collection loop, not per scrape"
-    tasks = GaugeMetricFamily(
-        f"{PREFIX}_tasks",
-        f"Tasks in the table per status, from the last successful collection ({every});"
-        f" absent once older than {snapshot.staleness:g}s.",
-        labels=["status"],
-    )
-    for status, n in snapshot.fresh_counts(now) or ():
-        tasks.add_metric([status], n)
-    out: list[Metric] = [
-        tasks,
-        GaugeMetricFamily(
+    counts = snapshot.fresh_counts(now) or ()
+    return [
+        Family(
+            f"{PREFIX}_tasks",
+            "gauge",
+            f"Tasks in the table per status, from the last successful collection ({every});"
+            f" absent once older than {snapshot.staleness:g}s.",
+            tuple(((("status", status),), n) for status, n in counts),
+        ),
+        gauge(
             f"{PREFIX}_up",
             f"1 if the last collection from the database succeeded, else 0 ({every}).",
-            value=1 if snapshot.up else 0,
+            1 if snapshot.up else 0,
         ),
-    ]
-    last = GaugeMetricFamily(
-        f"{PREFIX}_last_success_timestamp_seconds",
-        "Unix time the last successful collection finished.",
-    )
-    if snapshot.last_success is not None:
-        last.add_metric([], snapshot.last_success)
-    duration = GaugeMetricFamily(
-        f"{PREFIX}_collection_duration_seconds",
-        "Seconds the last collection took, successful or not.",
-    )
-    if snapshot.duration is not None:
-        duration.add_metric([], snapshot.duration)
-    outcomes = CounterMetricFamily(
-        f"{PREFIX}_collections",
-        "Collections run, by result (success, error, timeout).",
-        labels=["result"],
-    )
-    for result, n in snapshot.outcomes:
-        outcomes.add_metric([result], n)
-    out += [
-        last,
-        duration,
-        outcomes,
-        GaugeMetricFamily(
+        gauge(
+            f"{PREFIX}_last_success_timestamp_seconds",
+            "Unix time the last successful collection finished.",
+            snapshot.last_success,
+        ),
+        gauge(
+            f"{PREFIX}_collection_duration_seconds",
+            "Seconds the last collection took, successful or not.",
+            snapshot.duration,
+        ),
+        Family(
+            f"{PREFIX}_collections",
+            "counter",
+            "Collections run, by result (success, error, timeout).",
+            tuple(((("result", result),), n) for result, n in snapshot.outcomes),
+        ),
+        gauge(
             f"{PREFIX}_folded_statuses",
             "Distinct statuses counted under other_status in the last successful collection,"
             " because the table holds more than max_statuses.",
-            value=snapshot.folded,
+            snapshot.folded,
         ),
-        GaugeMetricFamily(
+        gauge(
             f"{PREFIX}_collection_interval_seconds",
             "Seconds between collections (configured).",
-            value=snapshot.interval,
+            snapshot.interval,
         ),
-        GaugeMetricFamily(
+        gauge(
             f"{PREFIX}_staleness_seconds",
             "Age after which the counts of a failed collection are dropped (configured).",
-            value=snapshot.staleness,
+            snapshot.staleness,
+        ),
+        Family(
+            f"{PREFIX}_build_info",
+            "gauge",
+            "A constant 1, labelled with the exporter's version and the Python version it runs on.",
+            (((("version", version), ("pythonversion", platform.python_version())), 1),),
         ),
     ]
-    build = GaugeMetricFamily(
-        f"{PREFIX}_build_info",
-        "A constant 1, labelled with the exporter's version and the Python version it runs on.",
-        labels=["version", "pythonversion"],
-    )
-    build.add_metric([version, platform.python_version()], 1)
-    out.append(build)
-    return out
 
 
-class SnapshotCollector(Collector):
-    """A registry collector that turns whatever snapshot is current into fresh families."""
+class SnapshotMetrics:
+    """The part of /metrics that shows the current snapshot.
 
-    def __init__(
-        self,
-        snapshot: Callable[[], Snapshot],
-        version: str,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    It renders once per snapshot (and once more if that snapshot goes stale), however many
+    scrapes there are: the cache is keyed on the snapshot object itself, so it stays right
+    whoever publishes a new one.
+    """
+
+    def __init__(self, snapshot: Callable[[], Snapshot], version: str) -> None:
         self._snapshot = snapshot
         self._version = version
-        self._clock = clock
+        self._shown: tuple[Snapshot, bool] | None = None
+        self._rendered = Rendered(())
 
-    def collect(self) -> Iterable[Metric]:
-        return families(self._snapshot(), self._clock(), self._version)
-
-    def describe(self) -> Iterable[Metric]:
-        """The families without reading the current snapshot, for registration."""
-        return families(Snapshot(interval=0.0, staleness=0.0), 0.0, self._version)
-
-
-def accepts_gzip(accept_encoding: str | None) -> bool:
-    """True when the Accept-Encoding header allows gzip (and does not give it q=0)."""
-    for item in (accept_encoding or "").split(","):
-        name, _, params = item.partition(";")
-        if name.strip().lower() in ("gzip", "x-gzip"):
-            q = params.strip().lower().removeprefix("q=")
-            try:
-                return not params.strip() or float(q) > 0
-            except ValueError:
-                return False
-    return False
+    def __call__(self, now: float) -> Rendered:
+        snapshot = self._snapshot()
+        stale = snapshot.is_stale(now)
+        shown = self._shown
+        if shown is None or shown[0] is not snapshot or shown[1] is not stale:
+            self._shown = (snapshot, stale)
+            self._rendered = Rendered(families(snapshot, now, self._version))
+        return self._rendered
 
 
-def expose(
-    registry: CollectorRegistry, accept: str | None, accept_encoding: str | None
-) -> tuple[bytes, str, bool]:
-    """Render the registry in the format the scraper asked for: (body, content type, gzipped)."""
-    encoder, content_type = choose_encoder(accept or "")
-    body = encoder(registry)
-    if accepts_gzip(accept_encoding):
-        return gzip.compress(body, compresslevel=6, mtime=0), content_type, True
-    return body, content_type, False
+class Counter:
+    """A counter the exporter increments itself; its family is rendered again only on change."""
+
+    def __init__(self, name: str, help_text: str) -> None:
+        self._name = name
+        self._help = help_text
+        self.value = 0
+        self._rendered: Rendered | None = None
+        self._rendered_value = -1
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def __call__(self, _now: float) -> Rendered:
+        if self._rendered is None or self._rendered_value != self.value:
+            self._rendered_value = self.value
+            self._rendered = Rendered(
+                [Family(self._name, "counter", self._help, (((), self.value),))]
+            )
+        return self._rendered

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import ssl
@@ -36,6 +37,23 @@ def quote(name: str) -> str:
 def _describe(exc: pymysql.MySQLError) -> str:
     code, message = (*exc.args, None, None)[:2]
     return f"({code}) {message}" if code is not None else str(exc)
+
+
+def is_local(db: DatabaseConfig) -> bool:
+    """Whether the server is on this machine: a unix socket or a loopback address."""
+    if db.socket or db.host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(db.host).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_disabled(db: DatabaseConfig) -> bool | None:
+    """True when no TLS is wanted; None lets pymysql use TLS when the server offers it."""
+    if db.tls.mode == "disabled" or (db.tls.mode == "preferred" and is_local(db)):
+        return True
+    return None
 
 
 def _code(exc: pymysql.MySQLError) -> int | None:
@@ -149,8 +167,10 @@ class MySQLSource:
                 write_timeout=self._timeout + _CLIENT_GRACE,
                 program_name="tasks_exporter",
                 ssl=context,
-                # "preferred" is PyMySQL's default: TLS when the server offers it, unverified.
-                ssl_disabled=True if db.tls.mode == "disabled" else None,
+                # "preferred" (the default) is TLS when the server offers it, unverified; to a
+                # server on this machine it protects nothing, and pymysql would load the
+                # system's CA certificates on every connection (1.8 MiB of resident memory).
+                ssl_disabled=_tls_disabled(db),
             )
         except pymysql.MySQLError as exc:
             raise ConnectError(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from html import escape
 
 from exporter.collect import Snapshot
 
@@ -21,6 +20,16 @@ SUCCESS_STATUS = "Success"
 # Colours that mean what they say; statuses outside this map get neutral hues in turn.
 _STATUS_CLASS = {"Success": "ok", "Failed": "bad", "Pending": "wait"}
 _OTHER_CLASSES = ("o1", "o2", "o3", "o4")
+
+# html.escape's replacements. The html module is not imported for them: it loads a table of
+# 2,000 named entities (0.4 MiB of resident memory) that escaping never uses.
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
+
+
+def escape(text: str) -> str:
+    """Text made safe for HTML content and quoted attribute values, as html.escape does."""
+    return text.translate(_ESCAPES)
+
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:46rem;padding:0 1rem;color:#222;

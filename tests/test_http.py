@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from support import (
+    NEVER_IMPORTED,
     Exporter,
     free_port,
     get,
+    imports_while_serving,
     lines_matching,
     parse_metrics,
     run_cli,
@@ -75,6 +77,30 @@ def test_openmetrics_and_gzip_are_negotiated(demo: Exporter) -> None:
     text = gzip.decompress(reply.body).decode()
     assert text.endswith("# EOF\n")
     assert 'tasks_exporter_tasks{status="Success"}' in text
+
+
+def test_curl_reads_the_compressed_openmetrics(demo: Exporter) -> None:
+    """curl --compressed (libcurl's own gzip decoder) gets the OpenMetrics text, one # EOF."""
+    curl = shutil.which("curl")
+    assert curl
+    result = subprocess.run(
+        [
+            curl,
+            "--silent",
+            "--fail",
+            "--compressed",
+            "--header",
+            "Accept: application/openmetrics-text;version=1.0.0",
+            f"http://127.0.0.1:{demo.port}/metrics",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    assert result.stdout.count("# EOF") == 1
+    assert result.stdout.endswith("\n# EOF\n")
+    assert "# TYPE tasks_exporter_collections counter" in result.stdout
 
 
 def test_promtool_finds_nothing_to_lint(demo: Exporter) -> None:
@@ -367,6 +393,26 @@ def test_idle_keep_alive_then_trickle_gets_the_request_timeout(tmp_path: Path) -
         exporter.stop()
 
 
+def test_each_request_restarts_the_idle_timeout(tmp_path: Path) -> None:
+    """A keep-alive scraper that keeps asking stays connected past idle_timeout; once it
+    stops, the connection is closed idle_timeout after its last answer."""
+    exporter = Exporter(tmp_path, '[web]\nidle_timeout = "0.6s"\n', "--demo").start()
+    request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
+            for _ in range(6):  # 1.5 s of requests, 0.25 s apart
+                s.sendall(request)
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+                time.sleep(0.25)
+            s.sendall(request)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            answered = time.monotonic()
+            wait_for(lambda: s.recv(1) == b"", timeout=3, what="server to close")
+            assert 0.5 < time.monotonic() - answered < 1.5
+    finally:
+        exporter.stop()
+
+
 def test_once_on_the_demo_prints_counts_and_leaves_nothing_behind(tmp_path: Path) -> None:
     """--once --demo prints the demo's counts and removes its temporary database."""
     tmp = Path(tempfile.gettempdir())
@@ -480,3 +526,12 @@ def test_custom_telemetry_path_and_json_logs(tmp_path: Path) -> None:
         assert {"ts", "level", "msg"} <= set(records[0])
     finally:
         exporter.stop()
+
+
+def test_the_demo_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """The demo, serving every format and the page, imports neither pymysql nor
+    prometheus_client, html, json or the idna codec (shutil it needs for its temporary
+    directory)."""
+    imported = imports_while_serving(Exporter(tmp_path, "", "--demo"))
+    assert {"asyncio", "sqlite3"} <= imported
+    assert imported & (NEVER_IMPORTED - {"shutil"} | {"pymysql"}) == set()

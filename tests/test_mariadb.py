@@ -14,7 +14,9 @@ from exporter.config import DatabaseConfig, TasksConfig
 from exporter.mysql import MySQLSource
 from exporter.secret import Secret
 from support import (
+    NEVER_IMPORTED,
     Exporter,
+    imports_while_serving,
     lines_matching,
     mysql_config,
     parse_metrics,
@@ -514,3 +516,12 @@ def test_broken_then_healed_without_restart(
         assert exporter.counts() == {"Success": 5, "Pending": 3, "Failed": 2}
     finally:
         exporter.stop()
+
+
+def test_serving_mysql_imports_only_what_it_uses(tmp_path: Path, tasks_db: TasksDB) -> None:
+    """Serving a MySQL table over a socket, every format and the page, imports neither sqlite3
+    nor prometheus_client, html, json, shutil or the idna codec."""
+    config = _config(tmp_path, tasks_db, via="socket")
+    imported = imports_while_serving(Exporter(tmp_path, config))
+    assert {"asyncio", "pymysql"} <= imported
+    assert imported & (NEVER_IMPORTED | {"sqlite3"}) == set()

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import logging
 import platform
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client.exposition import generate_latest
-from prometheus_client.openmetrics.exposition import (
-    generate_latest as generate_openmetrics,
-)
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
-from prometheus_client.registry import CollectorRegistry
 
 from exporter import log as logs
+from exporter import page
 from exporter.collect import Snapshot, shape
-from exporter.config import TasksConfig, parse_network
-from exporter.metrics import SnapshotCollector, accepts_gzip, families
+from exporter.config import DatabaseConfig, TasksConfig, parse_network
+from exporter.exposition import accepts_gzip
+from exporter.exposition import render as render_metrics
+from exporter.metrics import families
+from exporter.mysql import is_local
 from exporter.page import render
 from exporter.web import Allowlist, RefusalLog, _path, client_address
 from support import parse_metrics, task_counts, value
@@ -119,9 +119,9 @@ def _snapshot(**kwargs: object) -> Snapshot:
 def _samples(
     snapshot: Snapshot, now: float
 ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: snapshot, "1.2.3", clock=lambda: now))
-    return parse_metrics(generate_latest(registry).decode())
+    return parse_metrics(
+        render_metrics(families(snapshot, now, "1.2.3"), openmetrics=False).decode()
+    )
 
 
 def test_fresh_snapshot_exports_counts_and_health() -> None:
@@ -163,21 +163,20 @@ def test_before_first_collection_there_are_no_counts_and_no_timestamp() -> None:
 def test_help_text_says_counts_are_refreshed_on_a_schedule() -> None:
     """The HELP of the task gauge tells readers the values come from a scheduled collection."""
     (tasks,) = [f for f in families(_snapshot(), 1000.0, "v") if f.name == "tasks_exporter_tasks"]
-    assert "refreshed every 15s" in tasks.documentation
-    assert "not per scrape" in tasks.documentation
+    assert "refreshed every 15s" in tasks.help
+    assert "not per scrape" in tasks.help
 
 
+@settings(deadline=None)  # correctness, not speed: a loaded CI machine must not fail it
 @given(st.text(min_size=0, max_size=300))
 def test_any_status_string_round_trips_through_both_formats(status: str) -> None:
     """Any text the database holds comes out as valid exposition and parses back unchanged."""
     counts, _ = shape([("Success", 1), (status, 2)], TASKS)
     expected = dict(counts)[status]  # 2, or 3 when the status is "Success" itself
-    snapshot = _snapshot(counts=counts)
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: snapshot, "v", clock=lambda: 1000.0))
-    assert task_counts(parse_metrics(generate_latest(registry).decode()))[status] == expected
-    # prometheus_client's OpenMetrics functions carry no annotations.
-    om_text = generate_openmetrics(registry).decode()  # type: ignore[no-untyped-call]
+    shown = families(_snapshot(counts=counts), 1000.0, "v")
+    text = render_metrics(shown, openmetrics=False).decode()
+    assert task_counts(parse_metrics(text))[status] == expected
+    om_text = render_metrics(shown, openmetrics=True).decode() + "# EOF\n"
     om_counts = {
         s.labels["status"]: s.value
         for f in parse_om(om_text)  # type: ignore[no-untyped-call]
@@ -330,17 +329,34 @@ def test_log_formats_carry_message_and_fields(fmt: str) -> None:
         logging.getLogger(name).handlers.clear()
 
 
-def test_registering_the_collector_does_not_read_the_snapshot() -> None:
-    """Registration uses describe(): it names every family and never calls collect()."""
-    reads: list[int] = []
+@given(st.text(max_size=40))
+def test_logfmt_values_that_need_quotes_are_json_strings(text: str) -> None:
+    """A logfmt value is written bare when it can be, else exactly as JSON writes the string."""
+    written = logs._logfmt_value(text)
+    if written != text:
+        assert written == json.dumps(text, ensure_ascii=False)
 
-    def snapshot() -> Snapshot:
-        reads.append(1)
-        return _snapshot()
 
-    collector = SnapshotCollector(snapshot, "v")
-    registry = CollectorRegistry()
-    registry.register(collector)
-    assert reads == []
-    described = {f.name for f in collector.describe()}
-    assert described == {f.name for f in collector.collect()}
+@given(st.text(max_size=40))
+def test_page_escaping_is_html_escape(text: str) -> None:
+    """The landing page escapes text exactly as html.escape does."""
+    assert page.escape(text) == html.escape(text)
+
+
+@pytest.mark.parametrize(
+    ("host", "socket_path", "local"),
+    [
+        ("127.0.0.1", None, True),
+        ("127.3.2.1", None, True),
+        ("::1", None, True),
+        ("localhost", None, True),
+        ("192.0.2.7", None, False),
+        ("db.example.com", None, False),
+        ("db.example.com", "/run/mysqld/mysqld.sock", True),
+    ],
+)
+def test_tls_is_left_off_only_for_a_database_on_this_machine(
+    host: str, socket_path: str | None, local: bool
+) -> None:
+    """A unix socket or a loopback address is local (no TLS); any other host is not."""
+    assert is_local(DatabaseConfig(driver="mysql", host=host, socket=socket_path)) is local

@@ -56,9 +56,21 @@ def _config(
     ).replace("'", '"')
 
 
-def _exporter(workdir: Path, config: Callable[[int], str]) -> Exporter:
+@pytest.fixture
+def spawned() -> Iterator[list[Exporter]]:
+    """Exporters a test starts, stopped when it ends whatever happened."""
+    exporters: list[Exporter] = []
+    yield exporters
+    for exporter in exporters:
+        exporter.kill()
+
+
+def _exporter(
+    spawned: list[Exporter], workdir: Path, config: Callable[[int], str], *args: str
+) -> Exporter:
     """An exporter whose listen address is in its config file, so a reload can change it."""
-    exporter = Exporter(workdir, listen_flag=False)
+    exporter = Exporter(workdir, "", *args, listen_flag=False)
+    spawned.append(exporter)
     exporter.write_config(config(exporter.port))
     return exporter.start(ready=True)
 
@@ -126,7 +138,11 @@ def _reloads(exporter: Exporter) -> tuple[float | None, float | None]:
 
 
 def test_a_valid_reload_takes_effect_completely_without_a_gap(
-    tmp_path: Path, tasks_db: TasksDB, mariadb: MariaDB, scrapers: list[Scraper]
+    tmp_path: Path,
+    spawned: list[Exporter],
+    tasks_db: TasksDB,
+    mariadb: MariaDB,
+    scrapers: list[Scraper],
 ) -> None:
     """Listen addresses, allowlist, statuses, interval and database all change on SIGHUP,
     while a scraper on a kept address never misses a scrape."""
@@ -137,6 +153,7 @@ def test_a_valid_reload_takes_effect_completely_without_a_gap(
         first_pw = write_secret(tmp_path / "first.pw", tasks_db.password)
         other_pw = write_secret(tmp_path / "other.pw", other_db.password)
         exporter = _exporter(
+            spawned,
             tmp_path / "run",
             lambda port: _config(
                 tasks_db, first_pw, listen=[port, dropped], allow='["127.0.0.0/8"]'
@@ -182,15 +199,19 @@ def test_a_valid_reload_takes_effect_completely_without_a_gap(
 
 
 def test_an_invalid_configuration_is_refused_whole_and_the_old_one_keeps_running(
-    tmp_path: Path, tasks_db: TasksDB
+    tmp_path: Path, spawned: list[Exporter], tasks_db: TasksDB
 ) -> None:
     """The log says what --config.check says; nothing of the new file applies."""
     pw = write_secret(tmp_path / "pw", tasks_db.password)
-    exporter = Exporter(tmp_path / "run", "", "--log.format", "json", listen_flag=False)
+    exporter = _exporter(
+        spawned,
+        tmp_path / "run",
+        lambda port: _config(tasks_db, pw, listen=[port], allow='["127.0.0.0/8"]'),
+        "--log.format",
+        "json",
+    )
     port = exporter.port
     good = _config(tasks_db, pw, listen=[port], allow='["127.0.0.0/8"]')
-    exporter.write_config(good)
-    exporter.start(ready=True)
     loaded_at = _reloads(exporter)[1]
 
     # A valid allowlist change next to two mistakes: none of it may apply.
@@ -222,9 +243,12 @@ def test_an_invalid_configuration_is_refused_whole_and_the_old_one_keeps_running
     assert value(exporter.scrape(), "tasks_exporter_collection_interval_seconds") == 0.6
 
 
-def test_a_reload_that_cannot_listen_changes_nothing(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_a_reload_that_cannot_listen_changes_nothing(
+    tmp_path: Path, spawned: list[Exporter], tasks_db: TasksDB
+) -> None:
     pw = write_secret(tmp_path / "pw", tasks_db.password)
     exporter = _exporter(
+        spawned,
         tmp_path / "run",
         lambda port: _config(tasks_db, pw, listen=[port], allow='["127.0.0.0/8"]'),
     )
@@ -241,10 +265,13 @@ def test_a_reload_that_cannot_listen_changes_nothing(tmp_path: Path, tasks_db: T
     assert value(exporter.scrape(), "tasks_exporter_collection_interval_seconds") == 0.5
 
 
-def test_a_reload_reads_the_password_again(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_a_reload_reads_the_password_again(
+    tmp_path: Path, spawned: list[Exporter], tasks_db: TasksDB
+) -> None:
     """Rotating the password: change it on the server and in the file, then reload."""
     pw = write_secret(tmp_path / "pw", tasks_db.password)
     exporter = _exporter(
+        spawned,
         tmp_path / "run",
         lambda port: _config(tasks_db, pw, listen=[port], allow='["127.0.0.0/8"]'),
     )
@@ -270,13 +297,14 @@ def test_a_reload_reads_the_password_again(tmp_path: Path, tasks_db: TasksDB) ->
 
 
 def test_reloads_racing_with_scrapes_and_a_collection_in_flight(
-    tmp_path: Path, private_tasks_db: TasksDB, scrapers: list[Scraper]
+    tmp_path: Path, spawned: list[Exporter], private_tasks_db: TasksDB, scrapers: list[Scraper]
 ) -> None:
     """SIGHUPs while the table is locked (a collection stuck until its timeout) and four
     scrapers run: every scrape answers, the last file wins, no query piles up."""
     db = private_tasks_db
     pw = write_secret(tmp_path / "pw", db.password)
     exporter = _exporter(
+        spawned,
         tmp_path / "run",
         lambda port: _config(
             db, pw, listen=[port], allow='["127.0.0.0/8"]', interval="2s", timeout="1s"
@@ -322,12 +350,13 @@ def test_reloads_racing_with_scrapes_and_a_collection_in_flight(
 
 
 def test_a_reload_can_turn_on_basic_auth_from_a_web_config_file(
-    tmp_path: Path, tasks_db: TasksDB
+    tmp_path: Path, spawned: list[Exporter], tasks_db: TasksDB
 ) -> None:
     """[web] config_file named by the reloaded file applies at once: scrapes then need the
     password. (Changes inside an already named web config file apply without SIGHUP.)"""
     pw = write_secret(tmp_path / "pw", tasks_db.password)
     exporter = _exporter(
+        spawned,
         tmp_path / "run",
         lambda port: _config(tasks_db, pw, listen=[port], allow='["127.0.0.0/8"]'),
     )

@@ -1,0 +1,1 @@
+"""The benchmark suite of tasks_exporter: `scripts/dev bench` (see bench/README.md)."""
