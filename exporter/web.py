@@ -348,7 +348,11 @@ class _Connection(asyncio.Protocol):
         if self.idle:  # a new request has begun: it must now arrive within request_timeout
             self.idle = False
             self._arm(self.server.web.request_timeout)
-        if not self.scheduled:
+        if self.handshake is not None:
+            # TLS is coming up: start_tls hands this protocol its first data before it returns
+            # the TLS transport, so the answer waits a turn to go out encrypted.
+            self._schedule()
+        elif not self.scheduled:
             # Answered now rather than on the next turn of the loop: a scraper's request
             # arrives whole, and waiting a turn only adds latency. Requests that were sent
             # behind it still go one per turn (_next_request schedules them).
