@@ -12,9 +12,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    from conftest import TasksDB
 
 T = TypeVar("T")
 
@@ -235,3 +238,57 @@ def write_secret(path: Path, text: str, mode: int = 0o600) -> Path:
 
 def lines_matching(text: str, needle: str) -> Sequence[str]:
     return [line for line in text.splitlines() if needle in line]
+
+
+# -- the exporter against a TasksDB ------------------------------------------------------------
+
+
+def db_config(
+    tmp_path: Path, db: TasksDB, *, via: str = "tcp", password: str | None = None, **kwargs: str
+) -> str:
+    """A config for `db` over TCP or its unix socket, the password in a private file."""
+    secret = write_secret(tmp_path / "password", password if password is not None else db.password)
+    return mysql_config(
+        socket_path=db.server.socket if via == "socket" else None,
+        port=db.server.port,
+        user=db.user,
+        database=db.database,
+        password_file=secret,
+        **kwargs,
+    )
+
+
+def db_exporter(tmp_path: Path, db: TasksDB, *, ready: bool = True, **kwargs: str) -> Exporter:
+    return Exporter(tmp_path, db_config(tmp_path, db, **kwargs)).start(ready=ready)
+
+
+def table_counts(db: TasksDB) -> dict[str, int]:
+    """The table's true counts per status label (NULL as "NULL")."""
+    return {("NULL" if s is None else s): n for s, n in db.rows().items()}
+
+
+def expected_counts(db: TasksDB) -> dict[str, int]:
+    """What /metrics should show for the table: the expected statuses, 0 when absent."""
+    return {"Success": 0, "Pending": 0, "Failed": 0, **table_counts(db)}
+
+
+def exporter_connections(db: TasksDB) -> list[int]:
+    """Ids of the server connections open as the exporter's user."""
+    rows = db.server.execute(
+        "SELECT id FROM information_schema.PROCESSLIST WHERE user = %s", (db.user,)
+    )
+    return [int(r[0]) for r in rows]
+
+
+def wait_up(exporter: Exporter, up: int, *, timeout: float) -> None:
+    """Wait until tasks_exporter_up reads `up`."""
+    wait_for(
+        lambda: value(exporter.scrape(), "tasks_exporter_up") == up,
+        timeout=timeout,
+        what=f"tasks_exporter_up == {up}",
+    )
+
+
+def collections(exporter: Exporter, result: str) -> float:
+    """tasks_exporter_collections_total{result=...} as scraped now."""
+    return value(exporter.scrape(), "tasks_exporter_collections_total", result=result) or 0
