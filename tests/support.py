@@ -172,10 +172,37 @@ class Exporter:
             self.process.send_signal(sig)
         return self.process.wait(timeout)
 
+    def stats(self) -> ProcessStats:
+        assert self.process is not None
+        return process_stats(self.process.pid)
+
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(5)
+
+
+@dataclass(frozen=True)
+class ProcessStats:
+    """What a process holds, from /proc: resident memory, threads, open file descriptors."""
+
+    rss: int  # bytes
+    threads: int
+    fds: int
+
+    def __str__(self) -> str:
+        return f"RSS {self.rss / 2**20:.1f} MiB, {self.threads} threads, {self.fds} fds"
+
+
+def process_stats(pid: int) -> ProcessStats:
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return ProcessStats(
+        rss=int(fields["VmRSS"].split()[0]) * 1024,
+        threads=int(fields["Threads"]),
+        fds=sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir()),
+    )
 
 
 def run_cli(
@@ -244,13 +271,20 @@ def lines_matching(text: str, needle: str) -> Sequence[str]:
 
 
 def db_config(
-    tmp_path: Path, db: TasksDB, *, via: str = "tcp", password: str | None = None, **kwargs: str
+    tmp_path: Path,
+    db: TasksDB,
+    *,
+    via: str = "tcp",
+    port: int | None = None,
+    password: str | None = None,
+    **kwargs: str,
 ) -> str:
-    """A config for `db` over TCP or its unix socket, the password in a private file."""
+    """A config for `db` over TCP (to its port, or another) or its unix socket, the password
+    in a private file."""
     secret = write_secret(tmp_path / "password", password if password is not None else db.password)
     return mysql_config(
         socket_path=db.server.socket if via == "socket" else None,
-        port=db.server.port,
+        port=port or db.server.port,
         user=db.user,
         database=db.database,
         password_file=secret,
@@ -258,8 +292,10 @@ def db_config(
     )
 
 
-def db_exporter(tmp_path: Path, db: TasksDB, *, ready: bool = True, **kwargs: str) -> Exporter:
-    return Exporter(tmp_path, db_config(tmp_path, db, **kwargs)).start(ready=ready)
+def db_exporter(
+    tmp_path: Path, db: TasksDB, *, ready: bool = True, port: int | None = None, **kwargs: str
+) -> Exporter:
+    return Exporter(tmp_path, db_config(tmp_path, db, port=port, **kwargs)).start(ready=ready)
 
 
 def table_counts(db: TasksDB) -> dict[str, int]:
