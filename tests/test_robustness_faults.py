@@ -7,12 +7,15 @@ again, without a restart.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from conftest import TasksDB
+from proxy import SilentProxy
 from support import (
+    Samples,
     collections,
     db_exporter,
     expected_counts,
@@ -49,29 +52,60 @@ def test_database_down_at_start_then_up(tmp_path: Path, private_tasks_db: TasksD
         exporter.stop()
 
 
-def test_restart_keeps_counts_until_stale_then_recovers(
-    tmp_path: Path, private_tasks_db: TasksDB
+def test_stopped_past_staleness_counts_drop_on_time_and_return_within_an_interval(
+    tmp_path: Path, private_tasks_db: TasksDB, figure: Callable[[str], None]
 ) -> None:
-    """Database stopped: up=0, counts kept for the staleness window, then dropped; then back."""
+    """Database stopped for longer than the staleness window: up drops to 0 at the next
+    collection; the counts are served until the window has passed since the last success, not
+    a moment longer nor shorter; started again, the right counts are back within one interval."""
     db = private_tasks_db
-    exporter = db_exporter(tmp_path, db, staleness="2s")
+    interval, timeout, staleness = 0.5, 0.3, 2.0
+    exporter = db_exporter(tmp_path, db, interval="0.5s", timeout="0.3s", staleness="2s")
     try:
         db.server.stop()
-        stopped = time.monotonic()
-        wait_up(exporter, 0, timeout=5)
-        if time.monotonic() - stopped < 1.0:
-            assert exporter.counts() == {"Success": 5, "Pending": 3, "Failed": 2}
-        wait_for(lambda: exporter.counts() == {}, timeout=6, what="counts dropped when stale")
-        assert time.monotonic() - stopped >= 1.4  # last success (< 0.5 s before the stop) + 2 s
+        stopped = time.time()
+        seen: list[tuple[float, float, Samples]] = []  # (sent, answered, what it said)
+        dropped: float | None = None
+        while dropped is None or time.time() - dropped < 0.5:  # and half a second beyond
+            sent = time.time()
+            samples = exporter.scrape()
+            seen.append((sent, time.time(), samples))
+            if dropped is None and not task_counts(samples):
+                dropped = time.time()
+            assert time.time() - stopped < 10, "counts never dropped"
+            time.sleep(0.02)
+        down_at = next(t for _, t, s in seen if value(s, "tasks_exporter_up") == 0)
+        assert down_at - stopped <= interval + timeout + 0.2
+        for sent, answered, samples in seen:
+            last = value(samples, "tasks_exporter_last_success_timestamp_seconds")
+            assert last is not None
+            if task_counts(samples):
+                assert task_counts(samples) == {"Success": 5, "Pending": 3, "Failed": 2}
+                assert sent - last <= staleness  # never served past the window
+            else:
+                assert answered - last > staleness  # never dropped before it
         assert exporter.get("/-/ready").status == 503
         assert "Data is stale." in exporter.get("/").text
         db.server.start()
         db.insert("Failed", 1)
-        wait_for(lambda: exporter.counts() == expected_counts(db), timeout=10, what="recovery")
+        changed = time.time()
+        wait_for(
+            lambda: exporter.counts() == expected_counts(db),
+            timeout=10,
+            what="recovery",
+            every=0.02,
+        )
+        recovered = time.time() - changed
+        assert recovered <= interval + timeout
         assert exporter.get("/-/ready").status == 200
         log = exporter.log()
         assert len(lines_matching(log, "collection failed")) <= 2  # once per change, not per try
         assert len(lines_matching(log, "collection succeeded")) == 2
+        figure(
+            f"database stopped: up=0 after {down_at - stopped:.2f}s (interval {interval:g}s);"
+            f" counts dropped {staleness:g}s after the last success, to within one scrape;"
+            f" started again: right counts after {recovered:.2f}s"
+        )
     finally:
         exporter.stop()
 
@@ -135,32 +169,41 @@ def test_locked_table_times_out_while_scrapes_stay_fast(tmp_path: Path, tasks_db
 
 
 def test_slow_query_is_cut_off_by_the_server(tmp_path: Path, tasks_db: TasksDB) -> None:
-    """A query slower than the timeout is killed server-side, not left running."""
+    """A query slower than the timeout is killed server-side at the timeout, again and again:
+    scrapes stay fast, no second query ever runs beside the first, nothing is left running."""
     exporter = db_exporter(
         tmp_path,
         tasks_db,
         ready=False,
-        interval="3s",
+        interval="1.5s",
         timeout="1s",
         extra_tasks='filter = "SLEEP(0.4) = 0"',  # 10 rows x 0.4 s: far beyond the timeout
     )
-    try:
-        wait_for(
-            lambda: collections(exporter, "timeout"),
-            timeout=6,
-            what="a timed-out collection",
+
+    def running() -> int:
+        (row,) = tasks_db.server.execute(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+            " WHERE user = %s AND command = 'Query'",
+            (tasks_db.user,),
         )
+        return int(row[0])
+
+    try:
+        most_running, slowest_scrape = 0, 0.0
+        while collections(exporter, "timeout") < 2:
+            started = time.monotonic()
+            exporter.scrape()
+            slowest_scrape = max(slowest_scrape, time.monotonic() - started)
+            most_running = max(most_running, running())
+            time.sleep(0.05)
+        assert most_running == 1  # the slow query was seen running, never two at once
+        assert slowest_scrape < 0.2
         samples = exporter.scrape()
         duration = value(samples, "tasks_exporter_collection_duration_seconds")
         assert duration is not None
         assert 0.9 <= duration < 1.5
         assert "max_statement_time" in exporter.log() or "timeout" in exporter.log()
-        running = tasks_db.server.execute(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
-            " WHERE user = %s AND command = 'Query'",
-            (tasks_db.user,),
-        )
-        assert running == [(0,)]  # nothing left running on the server
+        assert running() == 0  # nothing left running on the server
     finally:
         exporter.stop()
 
@@ -186,6 +229,30 @@ def test_frozen_server_is_cut_off_by_the_client_timeout(
         db.server.resume()
     try:
         wait_up(exporter, 1, timeout=10)
+        assert exporter.counts() == {"Success": 5, "Pending": 3, "Failed": 2}
+    finally:
+        exporter.stop()
+
+
+def test_password_changed_under_it_then_back(tmp_path: Path, tasks_db: TasksDB) -> None:
+    """The password changed on the server: the open session goes on counting (passwords are
+    checked at login); once it is cut, every login is refused, logged once with the server's
+    reason; the password changed back, the counts return without a restart."""
+    exporter = db_exporter(tmp_path, tasks_db)
+    user = f"'{tasks_db.user}'@'127.0.0.1'"
+    try:
+        tasks_db.server.execute(f"ALTER USER {user} IDENTIFIED BY 'rotated-elsewhere'")
+        before = collections(exporter, "success")
+        wait_for(lambda: collections(exporter, "success") >= before + 2, timeout=5, what="2 more")
+        (conn_id,) = exporter_connections(tasks_db)
+        tasks_db.server.execute(f"KILL CONNECTION {conn_id}")
+        wait_up(exporter, 0, timeout=5)
+        time.sleep(1.5)  # three more refused logins
+        (failure,) = lines_matching(exporter.log(), "collection failed")
+        assert "Access denied" in failure
+        assert "rotated-elsewhere" not in exporter.log()
+        tasks_db.server.execute(f"ALTER USER {user} IDENTIFIED BY %s", (tasks_db.password,))
+        wait_up(exporter, 1, timeout=5)
         assert exporter.counts() == {"Success": 5, "Pending": 3, "Failed": 2}
     finally:
         exporter.stop()
@@ -233,5 +300,117 @@ def test_broken_then_healed_without_restart(
         tasks_db.server.execute(heals.format(**names))
         wait_up(exporter, 1, timeout=5)
         assert exporter.counts() == {"Success": 5, "Pending": 3, "Failed": 2}
+    finally:
+        exporter.stop()
+
+
+def test_silent_network_is_cut_off_by_the_client_timeout(
+    tmp_path: Path, tasks_db: TasksDB, figure: Callable[[str], None]
+) -> None:
+    """The database reachable but every packet lost (a proxy that stops forwarding): each
+    collection ends at the client-side timeout, scrapes stay fast, no thread, descriptor or
+    connection piles up, the counts return once packets flow, and a stop never hangs."""
+    timeout, grace = 0.5, 0.5  # the client's read timeout trails `timeout` by 0.5 s
+    with SilentProxy(tasks_db.server.port) as proxy:
+        exporter = db_exporter(tmp_path, tasks_db, port=proxy.port, interval="1s", timeout="0.5s")
+        try:
+            before = exporter.stats()
+            failed_before = collections(exporter, "timeout") + collections(exporter, "error")
+            proxy.drop()
+            wait_up(exporter, 0, timeout=5)
+            slowest_scrape, longest_collection, most_fds = 0.0, 0.0, 0
+            deadline = time.monotonic() + 4  # two more collections, each cut off at ~1 s
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                samples = exporter.scrape()
+                slowest_scrape = max(slowest_scrape, time.monotonic() - started)
+                duration = value(samples, "tasks_exporter_collection_duration_seconds") or 0
+                longest_collection = max(longest_collection, duration)
+                most_fds = max(most_fds, exporter.stats().fds)
+                assert exporter.stats().threads == before.threads
+                time.sleep(0.1)
+            failed = collections(exporter, "timeout") + collections(exporter, "error")
+            assert failed - failed_before >= 3  # the one that set up=0, and those since
+            assert slowest_scrape < 0.2
+            assert timeout <= longest_collection <= timeout + grace + 0.3
+            assert most_fds <= before.fds + 1  # the one connection, replaced, never added to
+            assert proxy.peak <= 2  # one being given up while the next is tried, at most
+            proxy.heal()
+            healed = time.monotonic()
+            wait_for(
+                lambda: exporter.counts() == expected_counts(tasks_db),
+                timeout=5,
+                what="counts after heal",
+            )
+            back_after = time.monotonic() - healed
+            proxy.drop()  # a stop while a collection waits on the silent network
+            time.sleep(1.2)
+            started = time.monotonic()
+            assert exporter.stop() == 0
+            stop_took = time.monotonic() - started
+            assert stop_took < 3
+            figure(
+                f"silent network: collections cut at {longest_collection:.2f}s at most"
+                f" (timeout {timeout:g}s + {grace:g}s client grace), slowest scrape"
+                f" {slowest_scrape * 1000:.0f} ms, counts back {back_after:.2f}s after packets"
+                f" flowed, stopped in {stop_took:.2f}s"
+            )
+        finally:
+            exporter.kill()
+
+
+def test_a_thousand_failed_collections_in_a_row_leak_nothing(
+    tmp_path: Path, private_tasks_db: TasksDB, figure: Callable[[str], None]
+) -> None:
+    """1,000 failed collections in a row (table renamed away, then the password changed):
+    descriptors, threads and database connections stay flat, each collection opens one
+    connection at most, each reason is logged once, and the counts return when put right."""
+    db = private_tasks_db  # private: the server-wide connection counters are this test's own
+    exporter = db_exporter(tmp_path, db, interval="10ms", timeout="8ms")
+    user = f"'{db.user}'@'127.0.0.1'"
+    try:
+
+        def failed() -> float:
+            return collections(exporter, "error") + collections(exporter, "timeout")
+
+        def run_until(n: float) -> int:
+            """Scrape until `n` collections have failed; the most exporter connections seen."""
+            most = 0
+            while failed() < n:
+                most = max(most, len(exporter_connections(db)))
+                time.sleep(0.05)
+            return most
+
+        started = time.monotonic()
+        db.server.execute(f"RENAME TABLE {db.qualified_table} TO `{db.database}`.tasks_away")
+        logins_before = db.server.status("Connections")
+        base = failed()
+        most = run_until(base + 100)
+        warm = exporter.stats()  # every failure path has run
+        successes = collections(exporter, "success")
+        most = max(most, run_until(base + 500))
+        db.server.execute(f"ALTER USER {user} IDENTIFIED BY 'rotated-elsewhere'")
+        db.server.execute(f"RENAME TABLE `{db.database}`.tasks_away TO {db.qualified_table}")
+        most = max(most, run_until(base + 1000))
+        end = exporter.stats()
+        took = time.monotonic() - started
+        failures = failed() - base
+        logins = db.server.status("Connections") - logins_before
+        assert collections(exporter, "success") == successes  # the streak was never broken
+        assert end.fds <= warm.fds + 1  # +1: a connection may be open at the moment of looking
+        assert end.threads == warm.threads
+        assert most <= 1
+        assert logins <= failures + 5  # one login per failed collection, no retry storm
+        reasons = lines_matching(exporter.log(), "collection failed")
+        assert len(reasons) == 2, reasons
+        assert "doesn't exist" in reasons[0]
+        assert "Access denied" in reasons[1]
+        db.server.execute(f"ALTER USER {user} IDENTIFIED BY %s", (db.password,))
+        wait_up(exporter, 1, timeout=5)
+        assert exporter.counts() == {"Success": 5, "Pending": 3, "Failed": 2}
+        figure(
+            f"{failures:.0f} failed collections in a row in {took:.1f}s: after 100 {warm},"
+            f" at the end {end}; at most {most} database connection; {logins} logins"
+        )
     finally:
         exporter.stop()
