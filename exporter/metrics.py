@@ -7,7 +7,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable
 
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -119,11 +119,28 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     return False
 
 
+def _negotiate(accept: str) -> tuple[Callable[[CollectorRegistry], bytes], str]:
+    """prometheus_client's choice of format, made safe for any Accept header a client sends.
+
+    It compares a `version=` parameter with numbers, and raises when the version is not one
+    (`version=abc`); and it copies the version into the Content-Type, control characters
+    included. Either way the client gets the text format, as for a header naming nothing we
+    serve, rather than a 500 or its own bytes back in a response header.
+    """
+    try:
+        encoder, content_type = choose_encoder(accept)
+    except TypeError:
+        return generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+    if not content_type.isprintable():
+        return generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+    return encoder, content_type
+
+
 def expose(
     registry: CollectorRegistry, accept: str | None, accept_encoding: str | None
 ) -> tuple[bytes, str, bool]:
     """Render the registry in the format the scraper asked for: (body, content type, gzipped)."""
-    encoder, content_type = choose_encoder(accept or "")
+    encoder, content_type = _negotiate(accept or "")
     body = encoder(registry)
     if accepts_gzip(accept_encoding):
         return gzip.compress(body, compresslevel=6, mtime=0), content_type, True

@@ -20,7 +20,7 @@ from prometheus_client.registry import CollectorRegistry
 from exporter import log as logs
 from exporter.collect import Snapshot, shape
 from exporter.config import TasksConfig, parse_network
-from exporter.metrics import SnapshotCollector, accepts_gzip, families
+from exporter.metrics import SnapshotCollector, accepts_gzip, expose, families
 from exporter.page import render
 from exporter.web import Allowlist, RefusalLog, _path, client_address
 from support import parse_metrics, task_counts, value
@@ -256,6 +256,23 @@ def test_refusal_log_does_not_flood() -> None:
 def test_gzip_negotiation(header: str | None, gzip: bool) -> None:
     """gzip is used when Accept-Encoding allows it, and not when it gives it q=0."""
     assert accepts_gzip(header) is gzip
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text;version=abc",
+        "application/openmetrics-text;version=:",
+        "text/plain;version=x.y",
+        "application/openmetrics-text;version=1.0.0.\rSet-Cookie: a=b",
+    ],
+)
+def test_a_malformed_accept_header_gets_the_text_format(accept: str) -> None:
+    """An Accept header with a version that is not a number, or that carries control
+    characters, is answered in the text format: no error, and none of it copied into a header."""
+    body, content_type, _ = expose(CollectorRegistry(), accept, None)
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
+    assert body == b""  # an empty registry, rendered
 
 
 @pytest.mark.parametrize(
