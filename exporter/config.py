@@ -320,6 +320,8 @@ def load(path: Path | None, overrides: Overrides, environ: Mapping[str, str]) ->
             raise ConfigError([f"--config.file: {path} is not valid UTF-8"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"--config.file: {path} is not valid TOML: {exc}"]) from None
+        except ValueError:  # tomllib's int() refuses integers of thousands of digits
+            raise ConfigError([f"--config.file: {path} holds a number too long to read"]) from None
     problems += [
         f"{key}: unknown section or setting (known: {', '.join(_SECTIONS)})"
         for key in sorted(set(raw) - set(_SECTIONS))

@@ -275,6 +275,13 @@ def test_invalid_toml_is_one_clear_line(tmp_path: Path) -> None:
     assert "not valid TOML" in problem
 
 
+def test_a_number_too_long_to_read_is_one_clear_line(tmp_path: Path) -> None:
+    """An integer of thousands of digits, which the TOML reader refuses with a ValueError of
+    its own, is one line naming the file, like any other unreadable file."""
+    (problem,) = _problems(tmp_path, "[web]\nmax_connections = " + "9" * 5000 + "\n")
+    assert problem == f"--config.file: {tmp_path / 'config.toml'} holds a number too long to read"
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [(15, 15.0), (0.5, 0.5), ("15s", 15.0), ("500ms", 0.5), ("1m30s", 90.0), ("2h", 7200.0)],
