@@ -39,6 +39,9 @@ RESERVED_PATHS = ("/", "/-/healthy", "/-/ready")
 _IDENTIFIER = re.compile(r"[\w$]{1,64}")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Longer than any sensible setting, and far within what the timers the durations feed accept
+# (a thread's wait refuses anything beyond ~292 years, and would end the collection loop).
+MAX_DURATION = 365 * 86400.0
 
 
 class ConfigError(Exception):
@@ -146,7 +149,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError('must be a duration such as 15 or "15s"')
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond any float
+            seconds = math.inf
     elif isinstance(value, str):
         text = value.strip()
         position, seconds = 0, 0.0
@@ -159,8 +165,10 @@ def parse_duration(value: object) -> float:
             raise ValueError(f'must be a duration such as "15s", "500ms" or "1m", got {value!r}')
     else:
         raise ValueError(f'must be a duration such as 15 or "15s", got {value!r}')
-    if not math.isfinite(seconds) or seconds <= 0:
+    if not seconds > 0:  # NaN too
         raise ValueError(f"must be a positive duration, got {value!r}")
+    if not seconds <= MAX_DURATION:  # infinity too
+        raise ValueError(f"must be a duration of at most 365d, got {value!r}")
     return seconds
 
 

@@ -284,14 +284,28 @@ def test_a_number_too_long_to_read_is_one_clear_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [(15, 15.0), (0.5, 0.5), ("15s", 15.0), ("500ms", 0.5), ("1m30s", 90.0), ("2h", 7200.0)],
+    [
+        (15, 15.0),
+        (0.5, 0.5),
+        ("15s", 15.0),
+        ("500ms", 0.5),
+        ("1m30s", 90.0),
+        ("2h", 7200.0),
+        ("365d", 365 * 86400.0),
+    ],
 )
 def test_durations_accept_numbers_and_prometheus_strings(text: object, seconds: float) -> None:
     """Durations are seconds as numbers, or Prometheus-style strings."""
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "15", "s", "1.5.s", "-1s", "0s", "15 s", True, [1]])
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("", "15", "s", "1.5.s", "-1s", "0s", "15 s", True, [1], float("nan"), float("inf")),
+        *("366d", "400000d", 10**400),  # beyond a year: the last would not even fit a float
+    ],
+)
 def test_bad_durations_are_refused(text: object) -> None:
     """Anything that is not a positive duration is refused."""
     with pytest.raises(ValueError, match="duration"):
