@@ -48,8 +48,12 @@ class ConfigError(Exception):
     """Every problem found in the configuration, one per line."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = tuple(problems)
+        # A problem may quote a value from the file (a path, say) holding a newline or another
+        # control character: escaped, so that each problem stays one line.
+        self.problems = tuple(
+            "".join(c if c.isprintable() else repr(c)[1:-1] for c in p) for p in problems
+        )
+        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True)

@@ -275,6 +275,16 @@ def test_invalid_toml_is_one_clear_line(tmp_path: Path) -> None:
     assert "not valid TOML" in problem
 
 
+def test_a_problem_quoting_a_control_character_stays_one_line(tmp_path: Path) -> None:
+    """A password file path holding a newline is named in one line, the newline escaped."""
+    (problem,) = _problems(
+        tmp_path, '[database]\nuser = "u"\ndatabase = "d"\npassword_file = "/no/such\\nfile"\n'
+    )
+    assert problem == (
+        "database.password_file: cannot read /no/such\\nfile: No such file or directory"
+    )
+
+
 def test_a_number_too_long_to_read_is_one_clear_line(tmp_path: Path) -> None:
     """An integer of thousands of digits, which the TOML reader refuses with a ValueError of
     its own, is one line naming the file, like any other unreadable file."""
