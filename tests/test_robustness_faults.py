@@ -315,12 +315,18 @@ def test_silent_network_is_cut_off_by_the_client_timeout(
         exporter = db_exporter(tmp_path, tasks_db, port=proxy.port, interval="1s", timeout="0.5s")
         try:
             before = exporter.stats()
-            failed_before = collections(exporter, "timeout") + collections(exporter, "error")
+
+            def failed() -> float:
+                return collections(exporter, "timeout") + collections(exporter, "error")
+
+            failed_before = failed()
             proxy.drop()
-            wait_up(exporter, 0, timeout=5)
             slowest_scrape, longest_collection, most_fds = 0.0, 0.0, 0
-            deadline = time.monotonic() + 4  # two more collections, each cut off at ~1 s
-            while time.monotonic() < deadline:
+            # Three collections (the kept connection's query, then fresh logins), ~2 s apart:
+            # each waits ~1 s and the next starts an interval after it gave up.
+            deadline = time.monotonic() + 10
+            while failed() < failed_before + 3:
+                assert time.monotonic() < deadline, "collections did not fail in time"
                 started = time.monotonic()
                 samples = exporter.scrape()
                 slowest_scrape = max(slowest_scrape, time.monotonic() - started)
@@ -329,12 +335,12 @@ def test_silent_network_is_cut_off_by_the_client_timeout(
                 most_fds = max(most_fds, exporter.stats().fds)
                 assert exporter.stats().threads == before.threads
                 time.sleep(0.1)
-            failed = collections(exporter, "timeout") + collections(exporter, "error")
-            assert failed - failed_before >= 3  # the one that set up=0, and those since
+            assert value(exporter.scrape(), "tasks_exporter_up") == 0
             assert slowest_scrape < 0.2
             assert timeout <= longest_collection <= timeout + grace + 0.3
             assert most_fds <= before.fds + 1  # the one connection, replaced, never added to
             assert proxy.peak <= 2  # one being given up while the next is tried, at most
+            tasks_db.insert("Pending", 2)  # so that only a fresh collection shows the truth
             proxy.heal()
             healed = time.monotonic()
             wait_for(
@@ -342,7 +348,9 @@ def test_silent_network_is_cut_off_by_the_client_timeout(
                 timeout=5,
                 what="counts after heal",
             )
+            assert value(exporter.scrape(), "tasks_exporter_up") == 1
             back_after = time.monotonic() - healed
+            assert back_after < timeout + grace + 1 + 0.5  # the attempt in flight, an interval
             proxy.drop()  # a stop while a collection waits on the silent network
             time.sleep(1.2)
             started = time.monotonic()
