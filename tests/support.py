@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.config import DatabaseConfig
+from exporter.secret import Secret
+
 if TYPE_CHECKING:
     from conftest import TasksDB
 
@@ -289,6 +292,17 @@ def db_config(
         database=db.database,
         password_file=secret,
         **kwargs,
+    )
+
+
+def db_source_config(db: TasksDB) -> DatabaseConfig:
+    """The exporter's database settings for `db`, over its unix socket."""
+    return DatabaseConfig(
+        driver="mysql",
+        socket=str(db.server.socket),
+        user=db.user,
+        password=Secret(db.password),
+        database=db.database,
     )
 
 

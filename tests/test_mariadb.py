@@ -12,12 +12,12 @@ import pymysql
 import pytest
 
 from conftest import TasksDB
-from exporter.config import DatabaseConfig, TasksConfig
+from exporter.config import TasksConfig
 from exporter.mysql import MySQLSource
-from exporter.secret import Secret
 from support import (
     db_config,
     db_exporter,
+    db_source_config,
     expected_counts,
     lines_matching,
     parse_metrics,
@@ -207,14 +207,7 @@ def test_session_is_read_only(tasks_db: TasksDB) -> None:
     tasks_db.server.execute(
         f"GRANT INSERT ON {tasks_db.qualified_table} TO '{tasks_db.user}'@'localhost'"
     )
-    db = DatabaseConfig(
-        driver="mysql",
-        socket=str(tasks_db.server.socket),
-        user=tasks_db.user,
-        password=Secret(tasks_db.password),
-        database=tasks_db.database,
-    )
-    source = MySQLSource(db, TasksConfig(), timeout=2)
+    source = MySQLSource(db_source_config(tasks_db), TasksConfig(), timeout=2)
     try:
         assert dict(source.count()) == {"Success": 5, "Pending": 3, "Failed": 2}
         conn = source._connect()

@@ -29,18 +29,17 @@ from exporter.config import (
     CollectionConfig,
     Config,
     ConfigError,
-    DatabaseConfig,
     Overrides,
     TasksConfig,
     load,
 )
 from exporter.metrics import SnapshotCollector
 from exporter.mysql import MySQLSource
-from exporter.secret import Secret
 from exporter.web import Routes
 from mariadb import MariaDB
 from support import (
     Exporter,
+    db_source_config,
     free_port,
     parse_metrics,
     run_cli,
@@ -49,6 +48,13 @@ from support import (
 )
 
 pytestmark = pytest.mark.robustness
+
+# Examples here talk to a real process or database, so they take their time; the fixtures they
+# use (a running exporter, a table, a password file) are the same for every example.
+_EXAMPLES = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 # -- raw HTTP ------------------------------------------------------------------------------------
 
@@ -184,11 +190,7 @@ def garbage_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporte
     exporter.stop()
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@settings(_EXAMPLES, max_examples=300)
 @given(data=_GARBAGE)
 @example(data=b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=:\r\n\r\n")
 def test_http_garbage_gets_a_4xx_or_a_close_and_serving_goes_on(
@@ -290,14 +292,7 @@ def _exposed(db: TasksDB, column: str, values: list[Any]) -> tuple[Routes, dict[
         [(v,) for v in values],
     )
     tasks = TasksConfig(status_column=column, max_statuses=10_000)
-    database = DatabaseConfig(
-        driver="mysql",
-        socket=str(db.server.socket),
-        user=db.user,
-        password=Secret(db.password),
-        database=db.database,
-    )
-    source = MySQLSource(database, tasks, timeout=5)
+    source = MySQLSource(db_source_config(db), tasks, timeout=5)
     loop = CollectionLoop(source, tasks, CollectionConfig(), logger=logging.getLogger(__name__))
     try:
         assert loop.collect_once().up, loop.snapshot.error
@@ -338,11 +333,7 @@ def _assert_shown_exactly(routes: Routes, expected: dict[str, int]) -> None:
 
 
 @pytest.mark.mariadb
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(_EXAMPLES, max_examples=100)
 @given(values=st.lists(_TEXT_STATUS, max_size=20))
 def test_any_text_status_comes_out_exactly_and_escaped(
     status_table: TasksDB, values: list[str | None]
@@ -354,11 +345,7 @@ def test_any_text_status_comes_out_exactly_and_escaped(
 
 
 @pytest.mark.mariadb
-@settings(
-    max_examples=50,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(_EXAMPLES, max_examples=50)
 @given(values=st.lists(_BYTES_STATUS, max_size=20))
 def test_any_binary_status_comes_out_as_its_utf8_reading(
     status_table: TasksDB, values: list[bytes | None]
@@ -527,9 +514,7 @@ def _with_wrong_types(
     return sections
 
 
-@settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(_EXAMPLES, max_examples=200)
 @given(wrong=_WRONG, data=st.data())
 def test_each_wrong_type_is_one_line_naming_its_setting(
     password_file: Path, wrong: dict[tuple[str, str], None], data: st.DataObject
@@ -544,9 +529,7 @@ def test_each_wrong_type_is_one_line_naming_its_setting(
         assert any(p.startswith(f"{section}.{key}: ") for p in problems), (section, key, problems)
 
 
-@settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(_EXAMPLES, max_examples=200)
 @given(
     setting=st.sampled_from(sorted(k for k, kind in _SETTINGS.items() if kind == "string")),
     text=st.text(max_size=40),
@@ -564,9 +547,7 @@ def test_any_text_in_a_text_setting_is_taken_or_refused_on_one_line(
         _assert_clear(result, sections)
 
 
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(_EXAMPLES, max_examples=300)
 @given(
     changes=st.dictionaries(
         st.one_of(
@@ -601,7 +582,7 @@ def test_any_value_anywhere_is_refused_clearly_or_gives_a_usable_config(
     assert result.collection.timeout < result.collection.interval
 
 
-@settings(max_examples=200, deadline=None)
+@settings(_EXAMPLES, max_examples=200)
 @given(st.one_of(st.text(max_size=200), st.binary(max_size=200)))
 def test_a_file_that_is_not_a_config_gets_one_line(text: str | bytes) -> None:
     """Any text or bytes at all as the config file: problem lines, never an exception."""
@@ -610,9 +591,7 @@ def test_a_file_that_is_not_a_config_gets_one_line(text: str | bytes) -> None:
     assert all(line.isprintable() for line in result), result
 
 
-@settings(
-    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(_EXAMPLES, max_examples=10)
 @given(wrong=_WRONG, data=st.data())
 def test_started_with_a_broken_config_it_never_listens(
     password_file: Path, wrong: dict[tuple[str, str], None], data: st.DataObject
