@@ -54,7 +54,7 @@ MiB = 2**20
 # Margins at the end against the values after warm-up: what "flat" means here.
 RSS_MARGIN = 2 * MiB
 THREADS_MARGIN = 0
-FDS_MARGIN = 0  # both taken just after a scrape saw up=1: the one connection is open
+FDS_MARGIN = 0  # both taken between scrapes that saw up=1: the one connection is open
 
 PROMETHEUS = {
     "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
@@ -178,6 +178,7 @@ def scrape(exporter: Exporter, n: int, truth: Truth, out: Scrapes) -> bool:
 
 
 def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress as it goes
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", default="10m", help="how long to run (default 10m)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -223,15 +224,20 @@ def soak(workdir: Path, duration: float) -> int:
         first = warm = end = None
         n = 0
         print(f"soak: {duration:g} s (warm-up {warm_up:g} s), work directory {workdir}")
+        was_up = False
         while (elapsed := time.monotonic() - started) < duration:
             n += 1
+            # Taken a second after the last scrape, whose connection is closed by now; kept
+            # when the scrapes either side say up=1, so the database connection is open.
+            stats = exporter.stats()
             up = scrape(exporter, n, truth, out)
-            if up and first is None:
-                first = exporter.stats()
-            if up and warm is None and elapsed >= warm_up:
-                warm = exporter.stats()
-            if up and elapsed >= duration - 10:
-                end = exporter.stats()  # the last one taken while up
+            if up and was_up:
+                first = first or stats
+                if warm is None and elapsed >= warm_up:
+                    warm = stats
+                if elapsed >= duration - 10:
+                    end = stats  # the last one taken while up
+            was_up = up
             if n % 60 == 0:
                 print(
                     f"  {elapsed:4.0f} s: {n} scrapes, {len(out.failed)} failed; {exporter.stats()}"
