@@ -372,9 +372,12 @@ def test_a_thousand_failed_collections_in_a_row_leak_nothing(
 ) -> None:
     """1,000 failed collections in a row (table renamed away, then the password changed):
     descriptors, threads and database connections stay flat, each collection opens one
-    connection at most, each reason is logged once, and the counts return when put right."""
+    connection at most, the log has a line per reason, not per failure, and the counts return
+    when put right."""
     db = private_tasks_db  # private: the server-wide connection counters are this test's own
-    exporter = db_exporter(tmp_path, db, interval="10ms", timeout="8ms")
+    # As fast as collections go (each opens a connection); the timeout, though never needed,
+    # leaves room for a statement slowed by a loaded machine, which would be a third reason.
+    exporter = db_exporter(tmp_path, db, interval="30ms", timeout="25ms")
     user = f"'{db.user}'@'127.0.0.1'"
     try:
 
@@ -409,10 +412,12 @@ def test_a_thousand_failed_collections_in_a_row_leak_nothing(
         assert end.threads == warm.threads
         assert most <= 1
         assert logins <= failures + 5  # one login per failed collection, no retry storm
+        # The log does not grow with the failures: a line per reason (a statement cut off
+        # on a very loaded machine would add one, and one when the reason changes back).
         reasons = lines_matching(exporter.log(), "collection failed")
-        assert len(reasons) == 2, reasons
+        assert len(reasons) <= 6, reasons
         assert "doesn't exist" in reasons[0]
-        assert "Access denied" in reasons[1]
+        assert "Access denied" in reasons[-1]
         db.server.execute(f"ALTER USER {user} IDENTIFIED BY %s", (db.password,))
         wait_up(exporter, 1, timeout=5)
         assert exporter.counts() == {"Success": 5, "Pending": 3, "Failed": 2}
