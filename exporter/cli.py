@@ -11,15 +11,11 @@ import contextlib
 import logging
 import os
 import platform
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from prometheus_client import Counter
 from prometheus_client.exposition import generate_latest
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
@@ -27,11 +23,8 @@ from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import Config, ConfigError, Overrides, load
 from exporter.demo import DemoDatabase
-from exporter.metrics import PREFIX, SnapshotCollector
-from exporter.mysql import MySQLSource
-from exporter.source import Source
-from exporter.sqlite import SQLiteSource
-from exporter.web import ListenError, Routes, Server
+from exporter.metrics import SnapshotCollector
+from exporter.service import Service, make_source
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -74,10 +67,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="address to listen on, repeatable (default :9775)",
     )
     parser.add_argument(
+        "--web.systemd-socket",
+        dest="systemd_socket",
+        action="store_true",
+        help="serve the listening sockets systemd passes (socket activation) instead of"
+        " --web.listen-address",
+    )
+    parser.add_argument(
         "--web.telemetry-path",
         dest="telemetry_path",
         metavar="PATH",
         help="path of the metrics (default /metrics)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="exporter-toolkit web configuration (YAML): TLS, headers, basic auth users",
     )
     parser.add_argument(
         "--log.level",
@@ -100,9 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = Overrides(
         listen_addresses=tuple(args.listen),
         telemetry_path=args.telemetry_path,
+        web_config_file=args.web_config_file,
         log_level=args.log_level,
         log_format=args.log_format,
         demo=args.demo,
+        systemd_socket=args.systemd_socket,
     )
     try:
         config = load(args.config_file, overrides, os.environ)
@@ -118,21 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo_path = None
         if config.database.demo:
             demo_path = stack.enter_context(DemoDatabase(progress=not args.once)).path
-        source = make_source(config, demo_path)
-        collection = CollectionLoop(source, config.tasks, config.collection, logger=logger)
         if args.once:
+            source = make_source(config, demo_path, logger)
             try:
-                return once(collection)
+                return once(CollectionLoop(source, config.tasks, config.collection, logger=logger))
             finally:
                 source.close()
-        return serve(config, collection, logger)  # the loop's thread closes the source
-
-
-def make_source(config: Config, demo_path: Path | None) -> Source:
-    db, timeout = config.database, config.collection.timeout
-    if db.driver == "sqlite":
-        return SQLiteSource(demo_path or Path(db.path), config.tasks, timeout=timeout)
-    return MySQLSource(db, config.tasks, timeout=timeout)
+        return serve(config, args, overrides, demo_path, logger)
 
 
 def once(collection: CollectionLoop) -> int:
@@ -147,62 +147,24 @@ def once(collection: CollectionLoop) -> int:
     return EXIT_OK
 
 
-def serve(config: Config, collection: CollectionLoop, logger: logging.Logger) -> int:
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: collection.snapshot, __version__))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    refused = Counter(
-        f"{PREFIX}_allowlist_refused_connections",
-        "Connections closed at accept because the client is not in web.allow.",
-        registry=registry,
-    )
-    routes = Routes(
-        registry=registry,
-        snapshot=lambda: collection.snapshot,
-        telemetry_path=config.web.telemetry_path,
-        version=__version__,
-        source=config.database.describe(),
-    )
-    server = Server(routes=routes, web=config.web, refused_total=refused, logger=logger)
-    return asyncio.run(_run(server, collection, config, logger))
-
-
-async def _run(
-    server: Server, collection: CollectionLoop, config: Config, logger: logging.Logger
+def serve(
+    config: Config,
+    args: argparse.Namespace,
+    overrides: Overrides,
+    demo_path: Path | None,
+    logger: logging.Logger,
 ) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await server.start()
-    except ListenError as exc:
-        logger.error("cannot start", extra={"kv": {"err": str(exc)}})  # noqa: TRY400 - one clear line, no traceback
-        return EXIT_FAILURE
-    logger.info(
-        "tasks_exporter started",
-        extra={
-            "kv": {
-                "version": __version__,
-                "listen": ",".join(_format(a) for a in server.addresses),
-                "allow": ",".join(str(n) for n in config.web.allow),
-                "source": config.database.describe(),
-                "interval_seconds": config.collection.interval,
-            }
-        },
-    )
-    collection.start()
-    await stop.wait()
-    logger.info("shutting down")
-    await server.stop()
-    collection.stop()
-    return EXIT_OK
+    async def run() -> bool:
+        service = Service(
+            config,
+            config_file=args.config_file,
+            overrides=overrides,
+            demo_path=demo_path,
+            logger=logger,
+        )
+        return await service.run()
 
-
-def _format(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return EXIT_OK if asyncio.run(run()) else EXIT_FAILURE
 
 
 def run() -> None:

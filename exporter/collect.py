@@ -98,6 +98,9 @@ class CollectionLoop:
         self._clock = clock
         self._snapshot = Snapshot(interval=collection.interval, staleness=collection.staleness)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop() and reconfigure(): end the wait early
+        self._lock = threading.Lock()
+        self._pending: tuple[Source, TasksConfig, CollectionConfig] | None = None
         self._thread: threading.Thread | None = None
         # The failure reason last logged (None: success); it starts as a value no collection
         # reports, so the first outcome is always logged.
@@ -108,8 +111,38 @@ class CollectionLoop:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
+    def reconfigure(self, source: Source, tasks: TasksConfig, collection: CollectionConfig) -> None:
+        """Collect with a new source and settings from the next collection on, which starts now.
+
+        A collection in flight finishes with the old source, whose snapshot is published as
+        usual; the old source is then closed by the loop's thread. The snapshot being served is
+        kept until the first collection with the new settings replaces it.
+        """
+        with self._lock:
+            replaced, self._pending = self._pending, (source, tasks, collection)
+        if replaced is not None:  # two reloads before the loop took the first: skip the first
+            replaced[0].close()
+        self._wake.set()
+
+    def _take_pending(self) -> bool:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return False
+        old = self._source
+        self._source, self._tasks, self._collection = pending
+        self._snapshot = replace(
+            self._snapshot,
+            interval=self._collection.interval,
+            staleness=self._collection.staleness,
+        )
+        with contextlib.suppress(Exception):
+            old.close()
+        return True
+
     def collect_once(self) -> Snapshot:
         """Run one collection, publish its snapshot and return it."""
+        self._take_pending()
         started = time.monotonic()
         outcome, error, reason, rows = "success", None, None, None
         try:
@@ -187,19 +220,26 @@ class CollectionLoop:
         self._thread.start()
 
     def _run(self) -> None:
-        interval = self._collection.interval
         next_at = time.monotonic()
         while not self._stop.is_set():
             self.collect_once()
-            next_at += interval
+            next_at += self._collection.interval
             now = time.monotonic()
             if next_at < now:  # a run overlapped its slot: keep the cadence, never run twice
-                next_at = now + interval
-            self._stop.wait(next_at - now)
+                next_at = now + self._collection.interval
+            self._wake.wait(next_at - now)
+            self._wake.clear()
+            if self._pending is not None:  # reconfigured: collect with the new settings now
+                next_at = time.monotonic()
         self._source.close()
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            pending[0].close()
 
     def stop(self, *, timeout: float = 2.0) -> None:
         """Ask the loop to stop; a query in flight is abandoned (bounded by its own timeout)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)

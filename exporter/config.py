@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from exporter.secret import (
     Secret,
@@ -22,6 +22,10 @@ from exporter.secret import (
     password_from_file,
     read_option_file,
 )
+from exporter.tlsfiles import DATABASE_TLS_MODES, TLSFilesError, database_context
+
+if TYPE_CHECKING:
+    from exporter.webconfig import WebSecurity
 
 T = TypeVar("T")
 
@@ -66,6 +70,16 @@ class ListenAddress:
 
 
 @dataclass(frozen=True)
+class DatabaseTLS:
+    """How the connection to MySQL/MariaDB is encrypted and the server checked."""
+
+    mode: str = "preferred"  # one of DATABASE_TLS_MODES
+    ca_file: Path | None = None
+    cert_file: Path | None = None  # the exporter's client certificate, with key_file
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class DatabaseConfig:
     driver: Literal["mysql", "sqlite"]
     host: str = "127.0.0.1"
@@ -76,6 +90,7 @@ class DatabaseConfig:
     database: str = ""
     path: str = ""  # sqlite only
     demo: bool = False
+    tls: DatabaseTLS = field(default_factory=DatabaseTLS)
 
     def describe(self) -> str:
         """Where the data comes from, for logs and the landing page (never the password)."""
@@ -111,6 +126,9 @@ class WebConfig:
     max_connections: int = 100
     request_timeout: float = 10.0
     idle_timeout: float = 75.0
+    systemd_socket: bool = False  # serve the sockets systemd passes instead of listening
+    # The web configuration file (TLS, headers, basic auth users), read and validated at load.
+    security: WebSecurity | None = None
 
 
 @dataclass(frozen=True)
@@ -134,15 +152,19 @@ class Overrides:
 
     listen_addresses: tuple[str, ...] = ()
     telemetry_path: str | None = None
+    web_config_file: str | None = None
     log_level: str | None = None
     log_format: str | None = None
     demo: bool = False
+    systemd_socket: bool = False
 
 
 # Flags that override a setting, so a problem is reported under the name the user typed.
 _FLAG_NAMES = {
     "web.listen_addresses": "--web.listen-address",
     "web.telemetry_path": "--web.telemetry-path",
+    "web.systemd_socket": "--web.systemd-socket",
+    "web.config_file": "--web.config.file",
     "log.level": "--log.level",
     "log.format": "--log.format",
 }
@@ -275,6 +297,12 @@ def _nonempty(value: object) -> str:
     return text
 
 
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
 def _string_list(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"must be a list of strings, got {value!r}")
@@ -342,6 +370,8 @@ def load(path: Path | None, overrides: Overrides, environ: Mapping[str, str]) ->
     web_flags: dict[str, object] = {
         "listen_addresses": list(overrides.listen_addresses) or None,
         "telemetry_path": overrides.telemetry_path,
+        "systemd_socket": overrides.systemd_socket or None,
+        "config_file": overrides.web_config_file,
     }
     log_flags: dict[str, object] = {"level": overrides.log_level, "format": overrides.log_format}
 
@@ -406,6 +436,7 @@ def _database(
         user = options.get("user", "")
     if not user and not s.has("user"):  # a wrong value was reported already
         s.problem("user", "required (here, or as user= in the option_file's [client] section)")
+    tls = _database_tls(s, socket)
     s.finish()
     return DatabaseConfig(
         driver="mysql",
@@ -415,7 +446,51 @@ def _database(
         user=user,
         password=password,
         database=database,
+        tls=tls,
     )
+
+
+_TLS_FILE_SETTINGS = {"ca": "tls_ca_file", "cert": "tls_cert_file", "key": "tls_key_file"}
+
+
+def _database_tls(s: _Section, socket: str | None) -> DatabaseTLS:
+    """tls_mode and the files it uses; the files are loaded, so a bad one is found now."""
+    before = len(s.problems)
+    mode = s.get("tls_mode", "preferred", _choice(DATABASE_TLS_MODES))
+    ca, cert, key = (
+        s.get(name, None, lambda v: Path(_nonempty(v))) for name in _TLS_FILE_SETTINGS.values()
+    )
+    given = [name for name in _TLS_FILE_SETTINGS.values() if s.has(name)]
+    if mode in ("disabled", "preferred") and given:
+        s.problem(
+            given[0],
+            f'set, but tls_mode = "{mode}" does not use it; set tls_mode = "verify_identity"'
+            ' (or "verify_ca", or "required")',
+        )
+    elif mode == "required" and s.has("tls_ca_file"):
+        s.problem(
+            "tls_ca_file",
+            'set, but tls_mode = "required" does not verify the server with it;'
+            ' set tls_mode = "verify_identity" (or "verify_ca")',
+        )
+    if s.has("tls_cert_file") != s.has("tls_key_file"):
+        s.problem(
+            "tls_key_file" if s.has("tls_cert_file") else "tls_cert_file",
+            "tls_cert_file and tls_key_file go together (the client certificate and its key)",
+        )
+    if mode == "verify_identity" and socket is not None:
+        s.problem(
+            "tls_mode",
+            "verify_identity checks the server's host name, and a unix socket has none;"
+            ' connect with host and port, or use "verify_ca"',
+        )
+    if len(s.problems) == before and mode not in ("disabled", "preferred"):
+        try:
+            database_context(mode, ca=ca, cert=cert, key=key)
+        except TLSFilesError as exc:
+            for problem in exc.problems:
+                s.problem(_TLS_FILE_SETTINGS[problem.which], problem.message)
+    return DatabaseTLS(mode=mode, ca_file=ca, cert_file=cert, key_file=key)
 
 
 def _password(s: _Section, environ: Mapping[str, str]) -> tuple[Secret | None, dict[str, str]]:
@@ -510,6 +585,13 @@ def _web(s: _Section) -> WebConfig:
     listen = s.get("listen_addresses", d.listen_addresses, _each(parse_listen_address))
     if not listen:
         s.problem("listen_addresses", "must name at least one address")
+    systemd_socket = s.get("systemd_socket", d.systemd_socket, _boolean)
+    if systemd_socket and s.has("listen_addresses"):
+        s.problem(
+            "systemd_socket",
+            "the sockets come from systemd (ListenStream= in the .socket unit); drop"
+            " listen_addresses / --web.listen-address, or socket activation",
+        )
     allow = s.get("allow", d.allow, _each(parse_network))
     if not allow:
         s.problem(
@@ -524,9 +606,27 @@ def _web(s: _Section) -> WebConfig:
         max_connections=s.get("max_connections", d.max_connections, _int_in(2, 100_000)),
         request_timeout=s.get("request_timeout", d.request_timeout, parse_duration),
         idle_timeout=s.get("idle_timeout", d.idle_timeout, parse_duration),
+        systemd_socket=systemd_socket,
+        security=_web_security(s),
     )
     s.finish()
     return config
+
+
+def _web_security(s: _Section) -> WebSecurity | None:
+    """The web configuration file, with each of its problems reported on its own line."""
+    path = s.get("config_file", None, _nonempty)
+    if path is None:
+        return None
+    # Only exporters given a web config file load its code (and PyYAML, bcrypt): memory.
+    from exporter.webconfig import WebConfigError, read_web_security  # noqa: PLC0415
+
+    try:
+        return read_web_security(Path(path))
+    except WebConfigError as exc:
+        for problem in exc.problems:
+            s.problem("config_file", problem)
+        return None
 
 
 def _log(s: _Section) -> LogConfig:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import time
 from html import escape
 
 from exporter.collect import Snapshot
@@ -12,12 +15,32 @@ CONTENT_SECURITY_POLICY = (
     " frame-ancestors 'none'"
 )
 
+# The status whose share of the total is the completion ratio; the Grafana dashboard and the
+# alert rules use the same name (the exporter's default expected statuses).
+SUCCESS_STATUS = "Success"
+# Colours that mean what they say; statuses outside this map get neutral hues in turn.
+_STATUS_CLASS = {"Success": "ok", "Failed": "bad", "Pending": "wait"}
+_OTHER_CLASSES = ("o1", "o2", "o3", "o4")
+
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:42rem;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:1rem 0}td,th{padding:.3rem .9rem;border-bottom:1px solid #ddd}
-td.n{text-align:right;font-variant-numeric:tabular-nums}th{text-align:left}
-.notice{padding:.6rem .9rem;border-radius:4px;background:#fdecea;border:1px solid #f5c2c0}
-.ok{color:#2e7d32}.muted{color:#666}code{background:#f4f4f4;padding:0 .2rem}
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:46rem;padding:0 1rem;color:#222;
+overflow-wrap:anywhere}
+h1{margin-bottom:.2rem}.muted{color:#666}code{background:#f4f4f4;padding:0 .2rem}
+.notice{padding:.6rem .9rem;border-radius:4px;margin:1rem 0}
+.bad{background:#fdecea;border:1px solid #e0a09c}.warn{background:#fff4e0;border:1px solid #e8c07a}
+.cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:1rem 0}
+.card{flex:1 1 11rem;border:1px solid #ddd;border-radius:6px;padding:.6rem .9rem}
+.card .v{font-size:1.9rem;font-weight:600;font-variant-numeric:tabular-nums}
+.card .k,.card .s{color:#555;font-size:.9rem}
+.bar{display:flex;height:.9rem;border-radius:4px;overflow:hidden;background:#eee}
+table{border-collapse:collapse;margin:1rem 0;width:100%}
+td,th{padding:.35rem .9rem;border-bottom:1px solid #ddd;text-align:left}
+.n{text-align:right;font-variant-numeric:tabular-nums}
+.bar span{background:var(--c)}
+#counts tbody td:first-child::before{content:"";display:inline-block;width:.7rem;height:.7rem;
+border-radius:50%;margin-right:.5rem;background:var(--c)}
+.c-ok{--c:#2e7d32}.c-bad{--c:#c62828}.c-wait{--c:#8e8e8e}
+.c-o1{--c:#1565c0}.c-o2{--c:#6a1b9a}.c-o3{--c:#00838f}.c-o4{--c:#8d6e63}
 """
 
 
@@ -30,51 +53,113 @@ def _age(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min ago"
 
 
+def _percent(part: int, whole: int) -> str:
+    """A share rounded down to 0.1 %, so that 100 % means all and 0 % means none."""
+    tenths = part * 1000 // whole
+    return "&lt; 0.1 %" if part and not tenths else f"{tenths / 10:.1f} %"
+
+
+def _classes(counts: tuple[tuple[str, int], ...]) -> list[str]:
+    others = itertools.cycle(_OTHER_CLASSES)
+    return [_STATUS_CLASS.get(status) or next(others) for status, _ in counts]
+
+
+def _counts(counts: tuple[tuple[str, int], ...]) -> tuple[str, str]:
+    """The total and completion cards; the bar of shares and the table of counts per status."""
+    total = sum(n for _, n in counts)
+    done = dict(counts).get(SUCCESS_STATUS, 0)
+    if total:
+        completion = _percent(done, total)
+        detail = f"{done:,} of {total:,} tasks are {escape(SUCCESS_STATUS)}"
+    else:
+        completion, detail = "&ndash;", "no tasks in the table"
+    classes = _classes(counts)
+    bar = "".join(
+        f'<span class=c-{c} style="width:{n * 100 / total:.3f}%"></span>'
+        for (_, n), c in zip(counts, classes, strict=True)
+        if total and n
+    )
+    rows = "".join(
+        f"<tr class=c-{c}><td>{escape(status) if status else '<em>(empty)</em>'}</td>"
+        f"<td class=n>{n:,}</td><td class=n>{_percent(n, total) if total else '&ndash;'}</td></tr>"
+        for (status, n), c in zip(counts, classes, strict=True)
+    )
+    return (
+        f"<div class=card><div class=k>Total tasks</div><div class=v id=total>{total:,}</div>"
+        f"<div class=s>{len(counts)} status{'' if len(counts) == 1 else 'es'}</div></div>"
+        f"<div class=card><div class=k>Completed</div><div class=v id=completion>{completion}</div>"
+        f"<div class=s>{detail}</div></div>"
+    ), (
+        f"<div class=bar aria-hidden=true>{bar}</div>"
+        "<table id=counts><thead><tr><th>Status</th><th class=n>Tasks</th><th class=n>Share</th>"
+        f"</tr></thead><tbody>{rows}</tbody><tfoot><tr><th>Total</th>"
+        f"<td class=n>{total:,}</td><td class=n>{'100.0 %' if total else '&ndash;'}</td></tr>"
+        "</tfoot></table>"
+    )
+
+
+def _notices(snapshot: Snapshot, now: float, stale: bool) -> str:
+    age = snapshot.age(now)
+    parts = []
+    if not snapshot.up and snapshot.error:
+        if stale:
+            consequence = ""
+        else:
+            consequence = (
+                f"<br>The counts below are from the last successful collection, {_age(age or 0)};"
+                f" they are hidden if none succeeds within {snapshot.staleness:g} s of it."
+            )
+        parts.append(
+            f"<p class='notice {'bad' if stale else 'warn'}' role=alert id=unreachable>"
+            f"<strong>The database could not be read.</strong> {escape(snapshot.error)}"
+            f"{consequence}</p>"
+        )
+    if stale:
+        if snapshot.last_success is None:
+            text = "<strong>No successful collection yet</strong>, so no counts are shown."
+        else:
+            text = (
+                f"<strong>Data is stale.</strong> The last successful collection was"
+                f" {_age(age or 0)}, longer than the {snapshot.staleness:g} s allowed,"
+                " so no counts are shown."
+            )
+        parts.append(f"<p class='notice bad' role=alert id=stale>{text}</p>")
+    return "".join(parts)
+
+
+def refresh_seconds(snapshot: Snapshot) -> int:
+    """How often the page reloads itself: every collection, within 5 s to 60 s."""
+    return min(60, max(5, math.ceil(snapshot.interval)))
+
+
 def render(
     snapshot: Snapshot, now: float, *, version: str, telemetry_path: str, source: str
 ) -> bytes:
     counts = snapshot.fresh_counts(now)
     age = snapshot.age(now)
-    parts = [
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        f'<meta http-equiv=refresh content="{max(5, int(snapshot.interval))}">',
-        "<meta name=viewport content='width=device-width,initial-scale=1'>",
-        f"<title>tasks_exporter</title><style>{_STYLE}</style></head><body>",
-        "<h1>tasks_exporter</h1>",
-        f"<p class=muted>version {escape(version)} &middot; {escape(source)}</p>",
-    ]
-    if not snapshot.up and snapshot.error:
-        parts.append(
-            f"<p class=notice role=alert><strong>The database could not be read.</strong> "
-            f"{escape(snapshot.error)}</p>"
-        )
-    if counts is None:
-        if snapshot.last_success is None:
-            parts.append("<p class=notice role=alert>No successful collection yet.</p>")
-        else:
-            parts.append(
-                f"<p class=notice role=alert><strong>Data is stale.</strong> The last successful"
-                f" collection was {_age(age or 0)}, longer than the {snapshot.staleness:g} s"
-                " allowed, so no counts are shown.</p>"
-            )
+    refresh = refresh_seconds(snapshot)
+    if snapshot.last_success is None:
+        last = "<div class=v id=age>never</div><div class=s>no collection has succeeded</div>"
     else:
-        total = sum(n for _, n in counts)
-        rows = "".join(
-            f"<tr><td>{escape(status) if status else '<em>(empty)</em>'}</td>"
-            f"<td class=n>{n:,}</td></tr>"
-            for status, n in counts
+        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(snapshot.last_success))
+        last = (
+            f"<div class=v id=age>{_age(age or 0)}</div>"
+            f"<div class=s>at {at}; collected every {snapshot.interval:g} s</div>"
         )
-        parts.append(
-            f"<table><thead><tr><th>Status</th><th>Tasks</th></tr></thead><tbody>{rows}</tbody>"
-            f"<tfoot><tr><th>Total</th><td class=n>{total:,}</td></tr></tfoot></table>"
-        )
-        parts.append(
-            f"<p class=ok>Last successful collection {_age(age or 0)};"
-            f" refreshed every {snapshot.interval:g} s.</p>"
-        )
-    parts.append(
-        f'<p><a href="{escape(telemetry_path)}">Metrics</a> &middot; '
+    cards, table = _counts(counts) if counts is not None else ("", "")
+    page = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f'<meta http-equiv=refresh content="{refresh}">'
+        "<meta name=viewport content='width=device-width,initial-scale=1'>"
+        f"<title>tasks_exporter</title><style>{_STYLE}</style></head><body>"
+        "<h1>Tasks</h1>"
+        f"<p class=muted>tasks_exporter {escape(version)} &middot; {escape(source)}</p>"
+        f"{_notices(snapshot, now, counts is None)}"
+        f"<div class=cards>{cards}<div class=card><div class=k>Last successful collection</div>"
+        f"{last}</div></div>{table}"
+        f"<p class=muted>This page refreshes itself every {refresh} s. "
+        f'<a href="{escape(telemetry_path)}">Metrics</a> &middot; '
         '<a href="/-/healthy">Health</a> &middot; <a href="/-/ready">Readiness</a></p>'
         "</body></html>"
     )
-    return "".join(parts).encode("utf-8")
+    return page.encode("utf-8")

@@ -5,20 +5,27 @@ than a thread: an allowed scraper is served as soon as its request is complete, 
 connections are doing. Connections from outside the allowlist are closed at accept, before a
 byte is read or written: they learn nothing (not even that this is an HTTP server) and cost
 nothing to parse.
+
+With a web configuration file (webconfig.py), each accepted connection is wrapped in TLS with the
+context current at that moment, and every request must carry basic auth credentials before it is
+routed. bcrypt runs on worker threads so that a password check never stalls other connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 from prometheus_client.registry import CollectorRegistry
@@ -28,12 +35,21 @@ from exporter.config import ListenAddress, Network, WebConfig
 from exporter.metrics import expose
 from exporter.page import CONTENT_SECURITY_POLICY, render
 
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from exporter.auth import BasicAuth
+    from exporter.webconfig import ActiveSecurity, LiveSecurity
+
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEAD = 16 * 1024  # request line and headers together
 MAX_HEADERS = 100
 _END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VERSION = re.compile(r"HTTP/1\.[01]")
+_TLS_HANDSHAKE = b"\x16"  # the first byte of every TLS connection (a handshake record)
+_PLAIN_ON_TLS = b"Client sent an HTTP request to an HTTPS server.\n"
+_CHALLENGE = 'Basic realm="tasks_exporter", charset="UTF-8"'
 
 
 class ListenError(Exception):
@@ -215,8 +231,13 @@ class _Connection(asyncio.Protocol):
     idle: bool = False  # between requests, on the idle timeout
     scheduled: bool = False  # a call to _next_request is pending
     writing_paused: bool = False  # the transport's write buffer is full
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     eof: bool = False  # the client has finished sending (half-close)
     closing: bool = False
+    handshake: asyncio.Task[None] | None = None  # TLS not yet established
+    tls: bool = False
+    plain_on_tls: bool = False  # a client speaking plain HTTP to a TLS listener
+    pending: asyncio.Future[bool] | None = None  # a password check running on a worker thread
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # noqa: S101 - TCP servers give Transports
@@ -229,8 +250,55 @@ class _Connection(asyncio.Protocol):
             self.server.refused(str(address or host))
             return
         self.transport = transport
+        self.address = address
         self.server.opened(self)
         self._arm(self.server.web.request_timeout)
+        security = self.server.security()
+        if security is not None and security.context is not None:
+            transport.pause_reading()  # nothing is read until TLS is up
+            self.handshake = asyncio.ensure_future(self._start_tls(transport, security.context))
+
+    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        """Wrap the connection in TLS, or mark it to answer plain HTTP with a 400 saying why."""
+        wrapped: asyncio.Transport | None = None
+        try:
+            first = await _first_byte(raw)
+            if first and first != _TLS_HANDSHAKE:
+                self.plain_on_tls = True
+                raw.resume_reading()
+                return
+            if first:
+                wrapped = await asyncio.get_running_loop().start_tls(
+                    raw,
+                    self,
+                    context,
+                    server_side=True,
+                    ssl_handshake_timeout=self.server.web.request_timeout,
+                )
+        except OSError as exc:  # ssl.SSLError is one: no certificate, wrong CA, old version...
+            peer = raw.get_extra_info("peername")
+            self.server.log.debug(
+                "TLS handshake failed",
+                extra={"kv": {"client": peer[0] if peer else "?", "err": str(exc)}},
+            )
+        finally:
+            self.handshake = None
+            # Failed, closed, or cut off (request_timeout, stop) before or during the handshake:
+            # asyncio's TLS layer does not report that to this protocol, so release it here.
+            if wrapped is None and not self.plain_on_tls:
+                self._abandon(raw)
+        if wrapped is not None:
+            self.transport = wrapped
+            self.tls = True
+
+    def _abandon(self, raw: asyncio.Transport) -> None:
+        """End a connection that never got to HTTP (its protocol was not told it closed)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if not self.closing:
+            self.closing = True
+            raw.abort()
+        self.server.closed(self)
 
     def _arm(self, seconds: float) -> None:
         if self.timer is not None:
@@ -242,13 +310,19 @@ class _Connection(asyncio.Protocol):
     def _expire(self) -> None:
         """A deadline passed: drop the connection, with anything the client did not read."""
         if self.transport is not None and not self.closing:
+            self._stop_handshake()
             self.closing = True
             self.transport.abort()
 
     def close(self) -> None:
         if self.transport is not None and not self.closing:
+            self._stop_handshake()
             self.closing = True
             self.transport.close()
+
+    def _stop_handshake(self) -> None:
+        if self.handshake is not None and self.handshake is not asyncio.current_task():
+            self.handshake.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -271,7 +345,7 @@ class _Connection(asyncio.Protocol):
 
     def _next_request(self) -> None:
         self.scheduled = False
-        if self.closing or self.writing_paused:
+        if self.closing or self.writing_paused or self.pending is not None:
             return
         # Empty lines before a request line are ignored (RFC 9112, 2.2): some clients send a
         # stray CRLF between requests.
@@ -291,8 +365,11 @@ class _Connection(asyncio.Protocol):
             return
         head = bytes(self.buffer[: match.start()])
         del self.buffer[: match.end()]
-        if not self._handle(head):
-            return
+        if self._handle(head):  # None: answered when the password check ends
+            self._answered()
+
+    def _answered(self) -> None:
+        """A request was answered and the connection stays: wait for the next one."""
         self.idle = not self.buffer
         web = self.server.web
         self._arm(web.idle_timeout if self.idle else web.request_timeout)
@@ -304,17 +381,18 @@ class _Connection(asyncio.Protocol):
         """Read more only while the client reads its answers and has little queued."""
         if self.transport is None or self.closing:
             return
-        if self.writing_paused or len(self.buffer) > MAX_HEAD:
+        if self.writing_paused or self.pending is not None or len(self.buffer) > MAX_HEAD:
             self.transport.pause_reading()
         else:
             self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         # Keep the connection open to answer what was already sent (clients like `nc -N`
-        # half-close after their request); it closes once the buffer is answered.
+        # half-close after their request); it closes once the buffer is answered. Over TLS the
+        # end of the client's data ends the connection: asyncio's TLS cannot half-close.
         self.eof = True
         self._schedule()
-        return True
+        return not self.tls
 
     def pause_writing(self) -> None:
         # The client is not reading its answers: take no more requests from it until it does.
@@ -327,8 +405,9 @@ class _Connection(asyncio.Protocol):
         if self.buffer or self.eof:
             self._schedule()
 
-    def _handle(self, head: bytes) -> bool:
-        """Answer one request; False when the connection is closing after it."""
+    def _handle(self, head: bytes) -> bool | None:
+        """Answer one request; False when the connection is closing after it, None when the
+        answer waits for a password check."""
         lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
         request_line = lines[0]
         if len(request_line) > MAX_REQUEST_LINE:
@@ -355,11 +434,57 @@ class _Connection(asyncio.Protocol):
         # without reading it, so it is answered and the connection closed.
         if headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers:
             keep_alive = False
-        try:
-            response = self.server.routes.respond(method, path, headers)
-        except Exception:  # a bug answers 500 and is logged once; the server keeps serving
-            self.server.log.exception("error answering request", extra={"kv": {"path": path}})
-            response = _text(HTTPStatus.INTERNAL_SERVER_ERROR, close=True)
+        return self._gate(method, path, headers, keep_alive)
+
+    def _gate(
+        self, method: str, path: str, headers: Mapping[str, str], keep_alive: bool
+    ) -> bool | None:
+        """Answer a parsed request if it may be answered (TLS, basic auth), as _handle."""
+        if self.plain_on_tls:
+            return self._send(Response(HTTPStatus.BAD_REQUEST, _PLAIN_ON_TLS, close=True))
+        allowed = self.server.authorize(headers)
+        if isinstance(allowed, asyncio.Future):
+            self.pending = allowed
+            allowed.add_done_callback(
+                functools.partial(self._checked, method, path, headers, keep_alive)
+            )
+            self._update_reading()
+            return None
+        return self._answer(method, path, headers, keep_alive=keep_alive, allowed=allowed)
+
+    def _checked(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        keep_alive: bool,
+        check: asyncio.Future[bool],
+    ) -> None:
+        """The password check ended: answer the request that waited for it."""
+        self.pending = None
+        if self.closing:
+            return
+        allowed = False
+        if check.cancelled():
+            pass  # the server is stopping
+        elif (error := check.exception()) is not None:
+            self.server.log.error("password check failed", extra={"kv": {"err": repr(error)}})
+        else:
+            allowed = check.result()
+        if self._answer(method, path, headers, keep_alive=keep_alive, allowed=allowed):
+            self._answered()
+
+    def _answer(
+        self, method: str, path: str, headers: Mapping[str, str], *, keep_alive: bool, allowed: bool
+    ) -> bool:
+        if not allowed:
+            response = _text(HTTPStatus.UNAUTHORIZED, headers=(("WWW-Authenticate", _CHALLENGE),))
+        else:
+            try:
+                response = self.server.routes.respond(method, path, headers)
+            except Exception:  # a bug answers 500 and is logged once; the server keeps serving
+                self.server.log.exception("error answering request", extra={"kv": {"path": path}})
+                response = _text(HTTPStatus.INTERNAL_SERVER_ERROR, close=True)
         return self._send(response, head_only=method == "HEAD", keep_alive=keep_alive)
 
     def _send(
@@ -376,6 +501,9 @@ class _Connection(asyncio.Protocol):
             "X-Content-Type-Options: nosniff",
             f"Connection: {'close' if close else 'keep-alive'}",
             *(f"{k}: {v}" for k, v in response.headers),
+            # The web config file's headers; a Content-Security-Policy there is sent besides the
+            # landing page's own, and browsers enforce both.
+            *(f"{k}: {v}" for k, v in self.server.headers() if k != "X-Content-Type-Options"),
         ]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         # One write per response: separate small writes would meet Nagle and delayed ACK.
@@ -392,6 +520,26 @@ class _Connection(asyncio.Protocol):
         self.closing = True
 
 
+async def _first_byte(transport: asyncio.Transport) -> bytes:
+    """The first byte the client sends, left unread for TLS to read; b"" if it closes first."""
+    loop = asyncio.get_running_loop()
+    peek = transport.get_extra_info("socket").dup()  # the same connection, for MSG_PEEK
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(peek.fileno(), ready)
+    try:
+        await readable
+        data: bytes = peek.recv(1, socket.MSG_PEEK)
+        return data
+    finally:
+        loop.remove_reader(peek.fileno())
+        peek.close()
+
+
 def _path(target: str) -> str | None:
     """The path of a request target in origin form (or absolute form), without the query."""
     if target.startswith(("http://", "https://")):
@@ -405,6 +553,7 @@ def _path(target: str) -> str | None:
 
 def _bind(address: ListenAddress) -> list[socket.socket]:
     """Listening sockets for one address; `:port` is one dual-stack socket where IPv6 exists."""
+    seen: list[socket.socket] = []
     try:
         if not address.host:
             if socket.has_dualstack_ipv6():
@@ -420,14 +569,29 @@ def _bind(address: ListenAddress) -> list[socket.socket]:
         infos = socket.getaddrinfo(
             address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-        seen: list[socket.socket] = []
         for family, _, _, _, sockaddr in infos:
             if any(s.getsockname()[:2] == sockaddr[:2] for s in seen):
                 continue
             seen.append(socket.create_server(sockaddr[:2], family=family, backlog=512))
     except OSError as exc:
+        for sock in seen:
+            sock.close()
         raise ListenError(f"cannot listen on {address}: {exc.strerror or exc}") from None
     return seen
+
+
+def _bind_all(addresses: Iterable[ListenAddress]) -> dict[ListenAddress, list[socket.socket]]:
+    """Sockets for every address, or ListenError with none left open."""
+    bound: dict[ListenAddress, list[socket.socket]] = {}
+    try:
+        for address in addresses:
+            bound[address] = _bind(address)
+    except ListenError:
+        for socks in bound.values():
+            for sock in socks:
+                sock.close()
+        raise
+    return bound
 
 
 class Server:
@@ -447,30 +611,148 @@ class Server:
         self._refused_total = refused_total
         self._refusals = RefusalLog(logger)
         self.log = logger
-        self._servers: list[asyncio.Server] = []
+        # Listening servers per listen address; None holds sockets passed by systemd.
+        self._listeners: dict[ListenAddress | None, list[asyncio.Server]] = {}
         self._connections: set[_Connection] = set()
+        # The web config file's machinery, made when one is configured: its code stays unloaded
+        # otherwise, which matters for the memory target.
+        self._live: LiveSecurity | None = None
+        self._auth: BasicAuth | None = None
+        self._bcrypt: ThreadPoolExecutor | None = None
+
+    def security(self) -> ActiveSecurity | None:
+        """The web configuration file's TLS, users and headers as they are now (None: no file).
+
+        Follows `self.web`, whatever it is at the moment, and the files it names as they change.
+        Raises WebConfigError if a newly configured file cannot be used.
+        """
+        configured = self.web.security
+        if configured is None:
+            self._live = None
+            return None
+        if self._live is None or self._live.configured is not configured:
+            from exporter.webconfig import LiveSecurity  # noqa: PLC0415 - see __init__
+
+            self._live = LiveSecurity(configured, self.log)
+        return self._live.current()
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The headers the web configuration file adds to every response."""
+        security = self.security()
+        return () if security is None else security.headers
+
+    def authorize(self, headers: Mapping[str, str]) -> bool | asyncio.Future[bool]:
+        """Whether the request may be answered: at once, or once bcrypt has run on a worker
+        thread (a password not verified before)."""
+        security = self.security()
+        if security is None or security.users is None:
+            return True
+        from exporter.auth import BasicAuth, parse_basic  # noqa: PLC0415 - see __init__
+
+        credentials = parse_basic(headers.get("authorization"))
+        if credentials is None:
+            return False
+        if self._auth is None:
+            self._auth = BasicAuth()
+        if self._auth.remembered(security.users, credentials):
+            return True
+        if self._bcrypt is None:
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - see __init__
+
+            # Two threads: bcrypt releases the GIL, and more would only share the same cores.
+            self._bcrypt = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bcrypt")
+        return asyncio.get_running_loop().run_in_executor(
+            self._bcrypt, self._auth.verify, security.users, credentials
+        )
 
     async def start(self, sockets: Iterable[socket.socket] = ()) -> None:
-        """Bind every listen address (or serve the given sockets) before returning."""
+        """Bind every listen address, or serve the given sockets (systemd's), before returning.
+
+        Given sockets are served as they are, and a reload leaves them alone.
+        """
+        self._live = self._activate(self.web)
         socks = list(sockets)
-        if not socks:
-            try:
-                for address in self.web.listen_addresses:
-                    socks += _bind(address)
-            except ListenError:
-                for s in socks:
-                    s.close()
-                raise
+        if socks:
+            self._listeners[None] = await self._serve(socks)
+            return
+        bound = _bind_all(self.web.listen_addresses)
+        for address, address_socks in bound.items():
+            self._listeners[address] = await self._serve(address_socks)
+
+    def _activate(self, web: WebConfig) -> LiveSecurity | None:
+        """The web config file's TLS and users ready to use, read now: certificates may have
+        gone bad since the configuration was checked. ListenError says why they cannot be used."""
+        if web.security is None:
+            return None
+        from exporter.webconfig import LiveSecurity, WebConfigError  # noqa: PLC0415 - see __init__
+
+        try:
+            return LiveSecurity(web.security, self.log)
+        except WebConfigError as exc:
+            problems = "; ".join(exc.problems)
+            raise ListenError(f"cannot use the web config file: {problems}") from None
+
+    async def _serve(self, socks: list[socket.socket]) -> list[asyncio.Server]:
         loop = asyncio.get_running_loop()
+        servers = []
         for sock in socks:
             sock.setblocking(False)  # noqa: FBT003 - the socket API
-            server = await loop.create_server(lambda: _Connection(self), sock=sock)
-            self._servers.append(server)
+            servers.append(await loop.create_server(lambda: _Connection(self), sock=sock))
+        return servers
+
+    async def reconfigure(self, web: WebConfig, routes: Routes) -> None:
+        """Apply a new web configuration and routes as a whole, or raise ListenError and change
+        nothing.
+
+        New listen addresses are bound before old ones are closed, so an address kept across a
+        reload never stops accepting. Connections already open from a client the new allowlist
+        refuses are closed; the others keep going, with the new settings from their next request.
+        """
+        live = self._activate(web)
+        if None not in self._listeners:  # our own listeners, not systemd's
+            await self._relisten(web.listen_addresses)
+        self.web = web
+        self._live = live
+        self.allowlist = Allowlist(web.allow)
+        self.routes = routes
+        for conn in list(self._connections):
+            if not self.allowlist.allows(conn.address):
+                self._connections.discard(conn)
+                conn.close()
+
+    async def _relisten(self, addresses: tuple[ListenAddress, ...]) -> None:
+        wanted = list(dict.fromkeys(addresses))
+        removed = [a for a in self._listeners if a is not None and a not in wanted]
+        added = [a for a in wanted if a not in self._listeners]
+        try:
+            bound = _bind_all(added)
+        except ListenError:
+            if not removed:
+                raise
+            # An address can overlap one being dropped (":9775" for "127.0.0.1:9775"): free
+            # the dropped ones, then try again, and put them back if that fails too.
+            dropped = {a: self._listeners.pop(a) for a in removed if a is not None}
+            await _close_servers([s for servers in dropped.values() for s in servers])
+            try:
+                bound = _bind_all(added)
+            except ListenError:
+                with contextlib.suppress(ListenError):
+                    for address, socks in _bind_all(list(dropped)).items():
+                        self._listeners[address] = await self._serve(socks)
+                raise
+        for address, socks in bound.items():
+            self._listeners[address] = await self._serve(socks)
+        await _close_servers([s for a in removed for s in self._listeners.pop(a, [])])
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """The (host, port) actually bound, e.g. to learn a port chosen by the system."""
-        return [s.getsockname()[:2] for srv in self._servers for s in srv.sockets]
+        return [
+            s.getsockname()[:2]
+            for servers in self._listeners.values()
+            for srv in servers
+            for s in srv.sockets
+        ]
 
     def refused(self, host: str) -> None:
         self._refused_total.inc()
@@ -492,11 +774,21 @@ class Server:
         self._connections.discard(conn)
 
     async def stop(self) -> None:
-        for server in self._servers:
+        servers = [s for listeners in self._listeners.values() for s in listeners]
+        self._listeners.clear()
+        for server in servers:
             server.close()
         for conn in list(self._connections):
             conn.close()
-        for server in self._servers:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
+        await _close_servers(servers)
+        if self._bcrypt is not None:
+            self._bcrypt.shutdown(wait=False, cancel_futures=True)
         self._refusals.flush()
+
+
+async def _close_servers(servers: list[asyncio.Server]) -> None:
+    for server in servers:
+        server.close()
+    for server in servers:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 2.0)

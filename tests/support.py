@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -64,10 +66,21 @@ def get(
     method: str = "GET",
     headers: Mapping[str, str] | None = None,
     timeout: float = 5.0,
+    ssl_context: ssl.SSLContext | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> Reply:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    """One request on a fresh connection: HTTPS with `ssl_context`, basic auth with `auth`."""
+    conn = (
+        http.client.HTTPConnection(host, port, timeout=timeout)
+        if ssl_context is None
+        else http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_context)
+    )
+    sent = dict(headers or {})
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        sent["Authorization"] = f"Basic {token}"
     try:
-        conn.request(method, path, headers=dict(headers or {}))
+        conn.request(method, path, headers=sent)
         response = conn.getresponse()
         body = response.read()
         return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
@@ -102,7 +115,16 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 class Exporter:
     """The exporter as its users run it: `python -m exporter` with a config file and flags."""
 
-    def __init__(self, workdir: Path, config: str = "", *args: str, listen: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: str = "",
+        *args: str,
+        listen: str = "",
+        listen_flag: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "config.toml"
@@ -112,19 +134,16 @@ class Exporter:
         self.port = free_port()
         self.listen = listen or f"{self.host}:{self.port}"
         self.args = args
+        # False: the listen address is the config file's (so a reload can change it).
+        self.listen_flag = listen_flag
+        self.ssl_context = ssl_context  # how get() reaches an exporter that serves TLS
+        self.auth = auth  # and the basic auth credentials it sends
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         config = ["--config.file", str(self.config_path)]
-        return [
-            sys.executable,
-            "-m",
-            "exporter",
-            *config,
-            "--web.listen-address",
-            self.listen,
-            *self.args,
-        ]
+        listen = ["--web.listen-address", self.listen] if self.listen_flag else []
+        return [sys.executable, "-m", "exporter", *config, *listen, *self.args]
 
     def start(self, *, env: Mapping[str, str] | None = None, ready: bool = False) -> Exporter:
         with self.log_path.open("ab") as log:
@@ -144,7 +163,7 @@ class Exporter:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"exporter exited with {self.process.returncode}:\n{self.log()}")
         try:
-            return get(self.host, self.port, "/-/healthy", timeout=1).status == 200
+            return self.get("/-/healthy", timeout=1).status == 200
         except OSError:
             return False
 
@@ -156,7 +175,8 @@ class Exporter:
         )
 
     def get(self, path: str, **kwargs: object) -> Reply:
-        return get(self.host, self.port, path, **kwargs)  # type: ignore[arg-type]
+        options: dict[str, object] = {"ssl_context": self.ssl_context, "auth": self.auth}
+        return get(self.host, self.port, path, **(options | kwargs))  # type: ignore[arg-type]
 
     def scrape(self) -> Samples:
         reply = self.get("/metrics")
@@ -168,6 +188,17 @@ class Exporter:
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def write_config(self, text: str) -> None:
+        """Replace the config file the way an editor or a deploy tool does: whole, at once."""
+        staged = self.config_path.with_suffix(".new")
+        staged.write_text(text, encoding="utf-8")
+        staged.replace(self.config_path)
+
+    def reload(self) -> None:
+        """What `systemctl reload` does (the unit's ExecReload): SIGHUP."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 10) -> int:
         assert self.process is not None
@@ -226,6 +257,7 @@ def run_cli(
 def mysql_config(
     *,
     socket_path: Path | None = None,
+    host: str = "127.0.0.1",
     port: int | None = None,
     user: str,
     database: str,
@@ -236,8 +268,9 @@ def mysql_config(
     extra_tasks: str = "",
     extra_web: str = "",
     extra_collection: str = "",
+    extra_database: str = "",
 ) -> str:
-    where = f'socket = "{socket_path}"' if socket_path else f'host = "127.0.0.1"\nport = {port}'
+    where = f'socket = "{socket_path}"' if socket_path else f'host = "{host}"\nport = {port}'
     stale = f'staleness = "{staleness}"' if staleness else ""
     return f"""
 [database]
@@ -245,6 +278,7 @@ def mysql_config(
 user = "{user}"
 database = "{database}"
 password_file = "{password_file}"
+{extra_database}
 
 [tasks]
 {extra_tasks}

@@ -1,0 +1,80 @@
+"""The landing page in a real browser (headless Chromium), against a real MariaDB table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from chromium import capture
+from conftest import TasksDB
+from landing import read
+from mariadb import MariaDB
+from support import Exporter, mysql_config, wait_for, write_secret
+
+pytestmark = pytest.mark.mariadb
+
+# Status values a hostile or careless writer could put in the table (the column is VARCHAR(50)).
+HOSTILE = (
+    "<img src=x onerror=\"document.title='pwned'\">",
+    "<script>document.title='pwned'</script>",
+)
+WINDOW = (1000, 900)
+
+
+def _exporter(tmp_path: Path, db: TasksDB) -> Exporter:
+    password = write_secret(tmp_path / "password", db.password)
+    config = mysql_config(
+        socket_path=db.server.socket,
+        user=db.user,
+        database=db.database,
+        password_file=password,
+        interval="0.5s",
+        timeout="0.3s",
+        staleness="2s",
+    )
+    return Exporter(tmp_path / "exporter", config)
+
+
+def test_chromium_shows_the_table_and_runs_none_of_its_values(
+    tmp_path: Path, private_mariadb: MariaDB, private_tasks_db: TasksDB
+) -> None:
+    """Chromium shows each status's count, the total and the completion as the table holds them;
+    statuses made of HTML or script appear as text, create no element and run nothing; once the
+    database is gone, the counts give way to notices that say why."""
+    db = private_tasks_db
+    for status in HOSTILE:
+        db.insert(status)
+    db.insert("Pending", 4)
+    exporter = _exporter(tmp_path, db).start(ready=True)
+    url = f"http://{exporter.host}:{exporter.port}/"
+    try:
+        shot = capture(url, tmp_path, name="page", window=WINDOW)
+        page = read(shot.dom)
+        table = {str(status): n for status, n in db.rows().items()}
+        total = sum(table.values())
+        assert page.counts == table
+        assert page.total == f"{total:,}"
+        assert page.completion == f"{math.floor(table['Success'] * 1000 / total) / 10:.1f} %"
+        assert page.age is not None
+        assert page.age.endswith(" s ago")
+        assert page.notices == {}
+        # Shown as text, never parsed as markup, never run.
+        assert set(HOSTILE) <= {status for status, _, _ in page.rows}
+        assert "img" not in page.tags
+        assert "script" not in page.tags
+        assert page.title == "tasks_exporter"
+        assert "pwned" not in page.title
+        assert shot.size == WINDOW
+        assert shot.screenshot.stat().st_size > 10_000  # a rendered page, not a blank image
+
+        private_mariadb.stop()
+        wait_for(lambda: exporter.get("/-/ready").status == 503, timeout=10, what="stale data")
+        stale = read(capture(url, tmp_path, name="page-stale", window=WINDOW).dom)
+        assert stale.notices.keys() == {"unreachable", "stale"}
+        assert stale.notices["unreachable"].startswith("The database could not be read.")
+        assert "Data is stale." in stale.notices["stale"]
+        assert (stale.rows, stale.total, stale.completion) == ([], None, None)
+    finally:
+        exporter.stop()

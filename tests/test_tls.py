@@ -1,0 +1,542 @@
+"""TLS and basic auth as real clients meet them: Python's ssl, curl, and Prometheus itself."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import secrets
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from pki import CA, Cert
+from prometheus import Prometheus
+from support import Exporter, Reply, get, lines_matching, parse_metrics, task_counts, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+COST = 10  # the example's cost: ~50 ms of bcrypt here
+
+
+@dataclass(frozen=True)
+class PKI:
+    server_ca: CA
+    server: Cert
+    clients_ca: CA
+    client: Cert  # signed by clients_ca: let in
+    rogue: Cert  # signed by a CA the exporter does not trust
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    base = tmp_path_factory.mktemp("pki")
+    server_ca = CA.create(base / "server-ca", "server-ca")
+    clients_ca = CA.create(base / "clients-ca", "clients-ca")
+    rogue_ca = CA.create(base / "rogue-ca", "rogue-ca")
+    return PKI(
+        server_ca=server_ca,
+        server=server_ca.issue("exporter"),
+        clients_ca=clients_ca,
+        client=clients_ca.issue("prometheus", client=True),
+        rogue=rogue_ca.issue("intruder", client=True),
+    )
+
+
+def _hash(password: str, cost: int = COST) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode()
+
+
+def client_context(pki: PKI, cert: Cert | None = None) -> ssl.SSLContext:
+    """What a scraper uses: trust the exporter's CA, present `cert` if given."""
+    context = ssl.create_default_context(cafile=pki.server_ca.cert)
+    if cert is not None:
+        context.load_cert_chain(cert.cert, cert.key)
+    return context
+
+
+@dataclass
+class Secure:
+    """An exporter (demo database) serving TLS, requiring a client certificate and basic auth."""
+
+    exporter: Exporter
+    pki: PKI
+    users: dict[str, str]  # user -> password
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Secure]:
+    workdir = tmp_path_factory.mktemp("secure")
+    users = {name: secrets.token_urlsafe(12) for name in ("alice", "carol", "dave")}
+    hashes = "".join(f"  {name}: '{_hash(pw)}'\n" for name, pw in users.items())
+    web = workdir / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n"
+        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki.clients_ca.cert}\n"
+        f"basic_auth_users:\n{hashes}",
+        encoding="utf-8",
+    )
+    exporter = Exporter(
+        workdir,
+        "",
+        "--demo",
+        "--web.config.file",
+        str(web),
+        "--log.level",
+        "debug",
+        ssl_context=client_context(pki, pki.client),
+        auth=("alice", users["alice"]),
+    )
+    exporter.start(ready=True)
+    yield Secure(exporter, pki, users)
+    exporter.stop()
+
+
+# -- each case, with Python's ssl and with curl ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int | None  # None: no HTTP answer at all (TLS refused the connection)
+    headers: dict[str, str]
+    body: str
+
+
+CASES = (
+    "plain HTTP to the TLS port",
+    "TLS 1.1",
+    "no client certificate",
+    "client certificate from another CA",
+    "no credentials",
+    "wrong password",
+    "unknown user",
+    "right credentials",
+)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    tls: bool = True
+    max_tls11: bool = False
+    cert: str = "client"  # client, rogue or none
+    auth: tuple[str, str] | None = None
+
+
+def _attempt(case: str, users: dict[str, str]) -> Attempt:
+    right = ("alice", users["alice"])
+    return {
+        "plain HTTP to the TLS port": Attempt(tls=False, auth=right),
+        "TLS 1.1": Attempt(max_tls11=True, auth=right),
+        "no client certificate": Attempt(cert="none", auth=right),
+        "client certificate from another CA": Attempt(cert="rogue", auth=right),
+        "no credentials": Attempt(),
+        "wrong password": Attempt(auth=("alice", "not-" + users["alice"])),
+        "unknown user": Attempt(auth=("mallory", users["alice"])),
+        "right credentials": Attempt(auth=right),
+    }[case]
+
+
+def _cert(pki: PKI, name: str) -> Cert | None:
+    return {"client": pki.client, "rogue": pki.rogue, "none": None}[name]
+
+
+def with_python(secure: Secure, attempt: Attempt) -> Outcome:
+    context = None
+    if attempt.tls:
+        context = client_context(secure.pki, _cert(secure.pki, attempt.cert))
+        if attempt.max_tls11:
+            with warnings.catch_warnings():  # an obsolete client, on purpose
+                warnings.simplefilter("ignore", DeprecationWarning)
+                context.minimum_version = ssl.TLSVersion.TLSv1
+                context.maximum_version = ssl.TLSVersion.TLSv1_1
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")  # let this client offer it at all
+    try:
+        reply = get(
+            "127.0.0.1",
+            secure.exporter.port,
+            "/metrics",
+            ssl_context=context,
+            auth=attempt.auth,
+        )
+    except (OSError, http.client.HTTPException):  # ssl.SSLError, reset, closed without answer
+        return Outcome(None, {}, "")
+    return Outcome(reply.status, dict(reply.headers), reply.text)
+
+
+def with_curl(secure: Secure, attempt: Attempt, tmp_path: Path) -> Outcome:
+    scheme = "https" if attempt.tls else "http"
+    argv = ["curl", "-sS", "--max-time", "5", "-D", str(tmp_path / "headers")]
+    argv += ["-o", str(tmp_path / "body"), "-w", "%{http_code}"]
+    argv += ["--cacert", str(secure.pki.server_ca.cert)]
+    cert = _cert(secure.pki, attempt.cert)
+    if cert is not None:
+        argv += ["--cert", str(cert.cert), "--key", str(cert.key)]
+    if attempt.max_tls11:
+        argv += ["--tlsv1.0", "--tls-max", "1.1", "--ciphers", "DEFAULT@SECLEVEL=0"]
+    if attempt.auth is not None:
+        argv += ["-u", ":".join(attempt.auth)]
+    argv.append(f"{scheme}://127.0.0.1:{secure.exporter.port}/metrics")
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=15)
+    if result.stdout == "000":
+        assert result.returncode != 0
+        return Outcome(None, {}, "")
+    head = (tmp_path / "headers").read_text(encoding="latin-1").splitlines()[1:]
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in head if ":" in h)}
+    body = (tmp_path / "body").read_text(encoding="utf-8")
+    return Outcome(int(result.stdout), headers, body)
+
+
+# What the server logs (at debug) for each refused handshake: refused for the right reason.
+HANDSHAKE_REASONS = {
+    "TLS 1.1": "UNSUPPORTED_PROTOCOL",
+    "no client certificate": "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+    "client certificate from another CA": "CERTIFICATE_VERIFY_FAILED",
+}
+
+
+@pytest.mark.parametrize("client", ["python", "curl"])
+@pytest.mark.parametrize("case", CASES)
+def test_each_case_with_real_clients(
+    secure: Secure, tmp_path: Path, client: str, case: str
+) -> None:
+    """Python's ssl and curl get the same answers: plain HTTP a 400 saying to use HTTPS, TLS
+    below 1.2 and missing or foreign client certificates no connection at all, missing or wrong
+    credentials 401 with a Basic challenge, and only the right ones the metrics."""
+    log_before = len(secure.exporter.log())
+    attempt = _attempt(case, secure.users)
+    outcome = (
+        with_python(secure, attempt) if client == "python" else with_curl(secure, attempt, tmp_path)
+    )
+    if case == "plain HTTP to the TLS port":
+        assert outcome.status == 400
+        assert outcome.body == "Client sent an HTTP request to an HTTPS server.\n"
+        assert "tasks_exporter" not in outcome.body
+    elif case in HANDSHAKE_REASONS:
+        assert outcome.status is None
+        wait_for(
+            lambda: HANDSHAKE_REASONS[case] in secure.exporter.log()[log_before:],
+            timeout=5,
+            what=f"a TLS handshake failure for {HANDSHAKE_REASONS[case]}",
+        )
+    elif case == "right credentials":
+        assert outcome.status == 200
+        assert task_counts(parse_metrics(outcome.body))
+    else:
+        assert outcome.status == 401
+        challenge = outcome.headers["www-authenticate"]
+        assert challenge == 'Basic realm="tasks_exporter", charset="UTF-8"'
+        assert "tasks_exporter_tasks" not in outcome.body
+
+
+def test_start_line_says_what_is_enforced(secure: Secure) -> None:
+    """The start line names the web config file, the TLS floor, the client certificate policy
+    and how many users basic auth knows."""
+    first = secure.exporter.log().splitlines()[0]
+    assert 'msg="tasks_exporter started"' in first
+    assert "web_config=" in first
+    assert "tls=TLS12+ client_auth=RequireAndVerifyClientCert basic_auth_users=3" in first
+
+
+def _mapped(exporter: Exporter, library: str) -> bool:
+    """Whether the running exporter has loaded a native library (its maps name the file)."""
+    assert exporter.process is not None
+    maps = Path(f"/proc/{exporter.process.pid}/maps").read_text(encoding="utf-8")
+    return library in maps
+
+
+def test_yaml_and_bcrypt_are_loaded_only_with_a_web_config_file(
+    secure: Secure, tmp_path: Path
+) -> None:
+    """PyYAML's and bcrypt's native code is in memory only in an exporter given a web config
+    file (it checked a password); one without a file never loads them."""
+    assert secure.exporter.get("/-/healthy").status == 200
+    assert _mapped(secure.exporter, "/yaml/_yaml.")
+    assert _mapped(secure.exporter, "/bcrypt/_bcrypt.")
+    plain = Exporter(tmp_path, "", "--demo").start(ready=True)
+    try:
+        assert plain.get("/metrics").status == 200
+        assert not _mapped(plain, "/yaml/_yaml.")
+        assert not _mapped(plain, "/bcrypt/_bcrypt.")
+    finally:
+        plain.stop()
+
+
+def test_every_page_needs_credentials(secure: Secure) -> None:
+    """Basic auth covers every path, the health endpoints included, for HEAD as for GET."""
+    for path in ("/", "/metrics", "/-/healthy", "/-/ready", "/nope"):
+        for method in ("GET", "HEAD"):
+            assert secure.exporter.get(path, method=method, auth=None).status == 401, path
+    assert secure.exporter.get("/-/healthy").status == 200
+    assert secure.exporter.get("/nope").status == 404
+
+
+def test_handshakes_cut_off_at_the_request_timeout_free_their_slot(
+    tmp_path: Path, pki: PKI
+) -> None:
+    """Clients that start a TLS handshake and stall are cut off at request_timeout, and their
+    connections no longer count: a scraper afterwards closes no one to get a slot."""
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n",
+        encoding="utf-8",
+    )
+    exporter = Exporter(
+        tmp_path, '[web]\nmax_connections = 2\nrequest_timeout = "0.5s"\n', "--demo",
+        "--web.config.file", str(web), "--log.level", "debug", ssl_context=client_context(pki),
+    ).start(ready=True)  # fmt: skip
+    stalled = []
+    try:
+        for _ in range(2):  # a TLS record header, then nothing
+            sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
+            sock.sendall(b"\x16\x03\x01\x02\x00")
+            stalled.append(sock)
+        for sock in stalled:
+            assert sock.recv(1) == b""  # cut off by the server...
+        assert exporter.get("/-/healthy").status == 200  # ...and the slots are free again
+        assert "connection limit reached" not in exporter.log()
+    finally:
+        for sock in stalled:
+            sock.close()
+        exporter.stop()
+
+
+# -- timing and the password cache ----------------------------------------------------------
+
+
+def _timed_401s(secure: Secure, user: str, password: str, n: int) -> list[float]:
+    """Seconds each of n refused requests took, on one kept-alive connection."""
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", secure.exporter.port, context=secure.exporter.ssl_context, timeout=10
+    )
+    times = []
+    try:
+        for _ in range(n):
+            started = time.perf_counter()
+            reply = _request(conn, (user, password))
+            times.append(time.perf_counter() - started)
+            assert reply.status == 401
+    finally:
+        conn.close()
+    return times
+
+
+def _request(conn: http.client.HTTPSConnection, auth: tuple[str, str]) -> Reply:
+    token = base64.b64encode(":".join(auth).encode()).decode()
+    conn.request("GET", "/-/healthy", headers={"Authorization": f"Basic {token}"})
+    response = conn.getresponse()
+    body = response.read()
+    return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+
+
+def _bcrypt_seconds() -> float:
+    """How long one bcrypt check of the test's cost takes on this machine now."""
+    hashed = _hash("x").encode()
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        bcrypt.checkpw(b"y", hashed)
+        runs.append(time.perf_counter() - started)
+    return min(runs)
+
+
+def test_refusal_takes_as_long_for_an_unknown_user(secure: Secure) -> None:
+    """A wrong password for an existing user and any password for a user that does not exist
+    cost one bcrypt each, so their 401s cannot be told apart by time."""
+    one_bcrypt = _bcrypt_seconds()
+    known, unknown = [], []
+    for _ in range(3):  # interleaved, so that load on the machine hits both alike
+        known += _timed_401s(secure, "alice", "wrong-password", 2)
+        unknown += _timed_401s(secure, "nobody-by-this-name", "wrong-password", 2)
+    known_median, unknown_median = statistics.median(known), statistics.median(unknown)
+    assert known_median > 0.6 * one_bcrypt, (known, one_bcrypt)  # bcrypt ran
+    assert unknown_median > 0.6 * one_bcrypt, (unknown, one_bcrypt)  # for the unknown user too
+    # Equal but for noise (bounds wide enough for a busy machine; skipping bcrypt for unknown
+    # users would make theirs ~50 times faster).
+    assert 2 / 3 < unknown_median / known_median < 3 / 2, (known, unknown)
+
+
+def test_a_verified_password_is_not_rehashed_on_every_scrape(secure: Secure) -> None:
+    """The first request with a password costs a bcrypt; the following ones with the same
+    password do not (they are answered in a fraction of that time)."""
+    one_bcrypt = _bcrypt_seconds()
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", secure.exporter.port, context=secure.exporter.ssl_context, timeout=10
+    )
+    times = []
+    try:
+        for _ in range(6):
+            started = time.perf_counter()
+            assert _request(conn, ("carol", secure.users["carol"])).status == 200
+            times.append(time.perf_counter() - started)
+    finally:
+        conn.close()
+    assert times[0] > 0.6 * one_bcrypt, (times, one_bcrypt)
+    assert statistics.median(times[1:]) < 0.3 * one_bcrypt, (times, one_bcrypt)
+
+
+def test_password_checks_do_not_stall_other_scrapers(secure: Secure) -> None:
+    """While a burst of wrong passwords keeps bcrypt busy, a scraper whose password was
+    verified before is answered at once: bcrypt runs off the event loop."""
+    assert secure.exporter.get("/-/healthy", auth=("dave", secure.users["dave"])).status == 200
+    burst = [
+        threading.Thread(target=_timed_401s, args=(secure, "alice", f"guess-{i}", 2))
+        for i in range(6)
+    ]
+    for thread in burst:
+        thread.start()
+    try:
+        time.sleep(0.1)  # the burst is queued on the bcrypt threads
+        started = time.perf_counter()
+        reply = secure.exporter.get("/metrics", auth=("dave", secure.users["dave"]))
+        elapsed = time.perf_counter() - started
+        assert reply.status == 200
+        assert any(t.is_alive() for t in burst)  # still checking the guesses meanwhile
+    finally:
+        for thread in burst:
+            thread.join(30)
+    # Waiting in line behind the guesses would take about 12 bcrypt checks on two threads.
+    assert elapsed < 3 * _bcrypt_seconds(), elapsed
+
+
+# -- changes without a restart ---------------------------------------------------------------
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Replace a file the way editors and configuration tools do: write aside, rename."""
+    aside = path.with_suffix(".new")
+    aside.write_text(text, encoding="utf-8")
+    aside.replace(path)
+
+
+def _presented(port: int, pki: PKI) -> str:
+    """SHA-256 of the certificate the exporter presents on a new connection."""
+    context = client_context(pki)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+    try:
+        conn.connect()
+        assert isinstance(conn.sock, ssl.SSLSocket)
+        der = conn.sock.getpeercert(binary_form=True)
+        assert der is not None
+        return hashlib.sha256(der).hexdigest()
+    finally:
+        conn.close()
+
+
+def test_users_and_certificates_change_without_a_restart(tmp_path: Path, pki: PKI) -> None:
+    """Editing the web config file changes the users, and replacing the certificate files
+    changes the certificate, for new connections within about a second; an invalid edit is
+    logged once and the last valid configuration stays in force."""
+    shutil.copy(pki.server.cert, tmp_path / "tls.crt")
+    shutil.copy(pki.server.key, tmp_path / "tls.key")
+    web = tmp_path / "web.yml"
+    tls = "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n"
+    _atomic_write(web, f"{tls}basic_auth_users:\n  alice: '{_hash('one', 4)}'\n")
+    exporter = Exporter(
+        tmp_path, "", "--demo", "--web.config.file", str(web),
+        ssl_context=client_context(pki), auth=("alice", "one"),
+    ).start(ready=True)  # fmt: skip
+    try:
+        assert _presented(exporter.port, pki) == pki.server.fingerprint()
+        _atomic_write(web, f"{tls}basic_auth_users:\n  bob: '{_hash('two', 4)}'\n")
+        wait_for(
+            lambda: exporter.get("/-/healthy", auth=("bob", "two")).status == 200,
+            timeout=5,
+            what="the new user to be let in",
+        )
+        assert exporter.get("/-/healthy", auth=("alice", "one")).status == 401
+        assert "web config file reloaded" in exporter.log()
+
+        # Files are checked when connections arrive: each wait below keeps connecting.
+        renewed = pki.server_ca.issue("renewed", directory=tmp_path)
+        renewed_fingerprint = renewed.fingerprint()
+        renewed.key.replace(tmp_path / "tls.key")  # the key first: a renewal half done
+        wait_for(
+            lambda: _presented(exporter.port, pki) and "keeping the previous" in exporter.log(),
+            timeout=5,
+            what="the mismatched key to be refused",
+        )
+        assert exporter.get("/-/healthy", auth=("bob", "two")).status == 200  # still served
+        renewed.cert.replace(tmp_path / "tls.crt")
+        wait_for(
+            lambda: _presented(exporter.port, pki) == renewed_fingerprint,
+            timeout=5,
+            what="the renewed certificate",
+        )
+        (failure,) = lines_matching(exporter.log(), "keeping the previous one")
+        assert "KEY_VALUES_MISMATCH" in failure
+
+        _atomic_write(web, "tls_server_config: [\n")
+        wait_for(
+            lambda: (
+                _presented(exporter.port, pki)
+                and len(lines_matching(exporter.log(), "keeping the previous one")) == 2
+            ),
+            timeout=5,
+            what="the invalid edit to be logged",
+        )
+        for _ in range(4):  # more connections, more checks of the same invalid file...
+            _presented(exporter.port, pki)
+            time.sleep(0.4)
+        assert len(lines_matching(exporter.log(), "keeping the previous one")) == 2  # ...silent
+        assert exporter.get("/-/healthy", auth=("bob", "two")).status == 200
+    finally:
+        exporter.stop()
+
+
+# -- Prometheus -------------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_over_tls_with_basic_auth_using_the_example(
+    tmp_path: Path, pki: PKI
+) -> None:
+    """A real Prometheus scrapes the exporter configured with examples/web-config.yml (only
+    the placeholder hash replaced, certificate files where it names them): up is 1 and the
+    task counts arrive."""
+    password = secrets.token_urlsafe(16)
+    example = (REPO / "examples" / "web-config.yml").read_text(encoding="utf-8")
+    placeholder = "$2y$10$THIS.IS.A.PLACEHOLDER.REPLACE.IT.WITH.YOUR.OWN.HASH.."
+    assert placeholder in example
+    (tmp_path / "web-config.yml").write_text(
+        example.replace(placeholder, _hash(password)), encoding="utf-8"
+    )
+    shutil.copy(pki.server.cert, tmp_path / "tasks_exporter.crt")
+    shutil.copy(pki.server.key, tmp_path / "tasks_exporter.key")
+    exporter = Exporter(
+        tmp_path / "exporter", "", "--demo", "--web.config.file", str(tmp_path / "web-config.yml"),
+        ssl_context=client_context(pki), auth=("prometheus", password),
+    ).start(ready=True)  # fmt: skip
+    password_file = tmp_path / "scrape-password"
+    password_file.write_text(password, encoding="utf-8")
+    scrape = f"""
+  - job_name: tasks
+    scheme: https
+    tls_config:
+      ca_file: {pki.server_ca.cert}
+    basic_auth:
+      username: prometheus
+      password_file: {password_file}
+    static_configs:
+      - targets: ["127.0.0.1:{exporter.port}"]
+"""
+    prometheus = Prometheus(tmp_path / "prometheus", scrape).start()
+    try:
+        wait_for(
+            lambda: prometheus.value('up{job="tasks"}') == 1,
+            timeout=20,
+            what=f"Prometheus to scrape the exporter\n{prometheus.log()}",
+        )
+        assert (prometheus.value('sum(tasks_exporter_tasks{job="tasks"})') or 0) >= 120
+        assert prometheus.value('tasks_exporter_up{job="tasks"}') == 1
+    finally:
+        prometheus.stop()
+        exporter.stop()
