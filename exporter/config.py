@@ -43,14 +43,21 @@ RESERVED_PATHS = ("/", "/-/healthy", "/-/ready")
 _IDENTIFIER = re.compile(r"[\w$]{1,64}")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Longer than any sensible setting, and far within what the timers the durations feed accept
+# (a thread's wait refuses anything beyond ~292 years, and would end the collection loop).
+MAX_DURATION = 365 * 86400.0
 
 
 class ConfigError(Exception):
     """Every problem found in the configuration, one per line."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = tuple(problems)
+        # A problem may quote a value from the file (a path, say) holding a newline or another
+        # control character: escaped, so that each problem stays one line.
+        self.problems = tuple(
+            "".join(c if c.isprintable() else repr(c)[1:-1] for c in p) for p in problems
+        )
+        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError('must be a duration such as 15 or "15s"')
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond any float
+            seconds = math.inf
     elif isinstance(value, str):
         text = value.strip()
         position, seconds = 0, 0.0
@@ -181,8 +191,10 @@ def parse_duration(value: object) -> float:
             raise ValueError(f'must be a duration such as "15s", "500ms" or "1m", got {value!r}')
     else:
         raise ValueError(f'must be a duration such as 15 or "15s", got {value!r}')
-    if not math.isfinite(seconds) or seconds <= 0:
+    if not seconds > 0:  # NaN too
         raise ValueError(f"must be a positive duration, got {value!r}")
+    if not seconds <= MAX_DURATION:  # infinity too
+        raise ValueError(f"must be a duration of at most 365d, got {value!r}")
     return seconds
 
 
@@ -348,6 +360,8 @@ def load(path: Path | None, overrides: Overrides, environ: Mapping[str, str]) ->
             raise ConfigError([f"--config.file: {path} is not valid UTF-8"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"--config.file: {path} is not valid TOML: {exc}"]) from None
+        except ValueError:  # tomllib's int() refuses integers of thousands of digits
+            raise ConfigError([f"--config.file: {path} holds a number too long to read"]) from None
     problems += [
         f"{key}: unknown section or setting (known: {', '.join(_SECTIONS)})"
         for key in sorted(set(raw) - set(_SECTIONS))

@@ -16,6 +16,7 @@ which is still one valid gzip member.
 from __future__ import annotations
 
 import math
+import re
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +31,7 @@ OPENMETRICS_1_0_0 = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 UNDERSCORES = "underscores"
 _ESCAPINGS = ("allow-utf-8", UNDERSCORES, "dots", "values")
 _EOF = b"# EOF\n"
+_VERSION = re.compile(r"[0-9A-Za-z.+-]{0,32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,8 @@ def negotiate(accept: str | None) -> Format:
         if media not in (OPENMETRICS, "text/plain"):
             continue
         version = _param(params, "version")
+        if not _VERSION.fullmatch(version):
+            continue  # not a version; and nothing a client sends may reach a response header
         escaping = _param(params, "escaping")
         escaping = escaping if escaping in _ESCAPINGS else UNDERSCORES
         if media == OPENMETRICS and not version:

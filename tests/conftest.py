@@ -12,10 +12,13 @@ import pytest
 from mariadb import MariaDB
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 SEED: dict[str | None, int] = {"Success": 5, "Pending": 3, "Failed": 2}
+
+# Figures measured by the robustness suite, printed together at the end of the run.
+_FIGURES = pytest.StashKey[list[str]]()
 
 _counter = itertools.count(1)
 
@@ -94,6 +97,27 @@ def make_tasks_db(server: MariaDB) -> TasksDB:
         f"GRANT SELECT ON {db.qualified_table} TO '{user}'@'localhost', '{user}'@'127.0.0.1'"
     )
     return db
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a measured figure: printed under "robustness figures" at the end of the run."""
+    figures = request.config.stash.setdefault(_FIGURES, [])
+
+    def record(text: str) -> None:
+        figures.append(f"{request.node.name}: {text}")
+
+    return record
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    figures = config.stash.get(_FIGURES, [])
+    if figures:
+        terminalreporter.section("robustness figures")
+        for line in figures:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

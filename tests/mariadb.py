@@ -126,6 +126,11 @@ class MariaDB:
         self.pid_file = self.base_dir / "mariadbd.pid"
         self.stdout_log = self.base_dir / "mariadbd.out"
         self.socket = self.base_dir / "mysqld.sock"
+        # Every mariadbd deletes the #sql* temporary-table files it finds in its tmpdir when it
+        # starts, other servers' in-use ones included: with the default /tmp, a server (or a
+        # mariadb-install-db) starting beside another, here or in a parallel run, broke it.
+        self.tmpdir = self.base_dir / "tmp"
+        self.tmpdir.mkdir(exist_ok=True)
         if len(str(self.socket)) > _MAX_SOCKET_PATH:
             short = Path(tempfile.mkdtemp(prefix="mdb-"))
             _SOCKET_DIRS.append(short)
@@ -155,24 +160,26 @@ class MariaDB:
         install_db = _binary(INSTALL_DB, "mariadb-install-db")
         if datadir.exists() and any(datadir.iterdir()):
             raise RuntimeError(f"{datadir} exists and is not empty")
-        argv = [
-            str(install_db),
-            "--no-defaults",
-            f"--datadir={datadir}",
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-            "--skip-name-resolve",
-            *_INNODB_ARGS,
-        ]
-        if _running_as_root():
-            argv.append("--user=root")
-        result = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-            timeout=120,
-        )
+        with tempfile.TemporaryDirectory(prefix="mdb-tmp-") as tmpdir:
+            argv = [
+                str(install_db),
+                "--no-defaults",
+                f"--datadir={datadir}",
+                f"--tmpdir={tmpdir}",  # private, as each server's (see __init__)
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+                *_INNODB_ARGS,
+            ]
+            if _running_as_root():
+                argv.append("--user=root")
+            result = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=False,
+                timeout=120,
+            )
         if result.returncode != 0:
             out = (result.stdout + result.stderr).decode(errors="replace")
             tail = "\n".join(out.splitlines()[-30:])
@@ -185,6 +192,7 @@ class MariaDB:
             "--no-defaults",  # never read /etc/mysql: it points at /run/mysqld and port 3306
             f"--datadir={self.datadir}",
             f"--socket={self.socket}",
+            f"--tmpdir={self.tmpdir}",
             f"--port={self.port}",
             "--bind-address=127.0.0.1",
             f"--pid-file={self.pid_file}",

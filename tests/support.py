@@ -14,9 +14,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import DatabaseConfig
+from exporter.secret import Secret
+
+if TYPE_CHECKING:
+    from conftest import TasksDB
 
 T = TypeVar("T")
 
@@ -200,10 +206,37 @@ class Exporter:
             self.process.send_signal(sig)
         return self.process.wait(timeout)
 
+    def stats(self) -> ProcessStats:
+        assert self.process is not None
+        return process_stats(self.process.pid)
+
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(5)
+
+
+@dataclass(frozen=True)
+class ProcessStats:
+    """What a process holds, from /proc: resident memory, threads, open file descriptors."""
+
+    rss: int  # bytes
+    threads: int
+    fds: int
+
+    def __str__(self) -> str:
+        return f"RSS {self.rss / 2**20:.1f} MiB, {self.threads} threads, {self.fds} fds"
+
+
+def process_stats(pid: int) -> ProcessStats:
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return ProcessStats(
+        rss=int(fields["VmRSS"].split()[0]) * 1024,
+        threads=int(fields["Threads"]),
+        fds=sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir()),
+    )
 
 
 def run_cli(
@@ -293,3 +326,77 @@ def imports_while_serving(exporter: Exporter) -> set[str]:
         for line in lines_matching(exporter.log(), "import time:")
         if "|" in line
     }
+
+
+# -- the exporter against a TasksDB ------------------------------------------------------------
+
+
+def db_config(
+    tmp_path: Path,
+    db: TasksDB,
+    *,
+    via: str = "tcp",
+    port: int | None = None,
+    password: str | None = None,
+    **kwargs: str,
+) -> str:
+    """A config for `db` over TCP (to its port, or another) or its unix socket, the password
+    in a private file."""
+    secret = write_secret(tmp_path / "password", password if password is not None else db.password)
+    return mysql_config(
+        socket_path=db.server.socket if via == "socket" else None,
+        port=port or db.server.port,
+        user=db.user,
+        database=db.database,
+        password_file=secret,
+        **kwargs,
+    )
+
+
+def db_source_config(db: TasksDB) -> DatabaseConfig:
+    """The exporter's database settings for `db`, over its unix socket."""
+    return DatabaseConfig(
+        driver="mysql",
+        socket=str(db.server.socket),
+        user=db.user,
+        password=Secret(db.password),
+        database=db.database,
+    )
+
+
+def db_exporter(
+    tmp_path: Path, db: TasksDB, *, ready: bool = True, port: int | None = None, **kwargs: str
+) -> Exporter:
+    return Exporter(tmp_path, db_config(tmp_path, db, port=port, **kwargs)).start(ready=ready)
+
+
+def table_counts(db: TasksDB) -> dict[str, int]:
+    """The table's true counts per status label (NULL as "NULL")."""
+    return {("NULL" if s is None else s): n for s, n in db.rows().items()}
+
+
+def expected_counts(db: TasksDB) -> dict[str, int]:
+    """What /metrics should show for the table: the expected statuses, 0 when absent."""
+    return {"Success": 0, "Pending": 0, "Failed": 0, **table_counts(db)}
+
+
+def exporter_connections(db: TasksDB) -> list[int]:
+    """Ids of the server connections open as the exporter's user."""
+    rows = db.server.execute(
+        "SELECT id FROM information_schema.PROCESSLIST WHERE user = %s", (db.user,)
+    )
+    return [int(r[0]) for r in rows]
+
+
+def wait_up(exporter: Exporter, up: int, *, timeout: float) -> None:
+    """Wait until tasks_exporter_up reads `up`."""
+    wait_for(
+        lambda: value(exporter.scrape(), "tasks_exporter_up") == up,
+        timeout=timeout,
+        what=f"tasks_exporter_up == {up}",
+    )
+
+
+def collections(exporter: Exporter, result: str) -> float:
+    """tasks_exporter_collections_total{result=...} as scraped now."""
+    return value(exporter.scrape(), "tasks_exporter_collections_total", result=result) or 0

@@ -275,16 +275,47 @@ def test_invalid_toml_is_one_clear_line(tmp_path: Path) -> None:
     assert "not valid TOML" in problem
 
 
+def test_a_problem_quoting_a_control_character_stays_one_line(tmp_path: Path) -> None:
+    """A password file path holding a newline is named in one line, the newline escaped."""
+    (problem,) = _problems(
+        tmp_path, '[database]\nuser = "u"\ndatabase = "d"\npassword_file = "/no/such\\nfile"\n'
+    )
+    assert problem == (
+        "database.password_file: cannot read /no/such\\nfile: No such file or directory"
+    )
+
+
+def test_a_number_too_long_to_read_is_one_clear_line(tmp_path: Path) -> None:
+    """An integer of thousands of digits, which the TOML reader refuses with a ValueError of
+    its own, is one line naming the file, like any other unreadable file."""
+    (problem,) = _problems(tmp_path, "[web]\nmax_connections = " + "9" * 5000 + "\n")
+    assert problem == f"--config.file: {tmp_path / 'config.toml'} holds a number too long to read"
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [(15, 15.0), (0.5, 0.5), ("15s", 15.0), ("500ms", 0.5), ("1m30s", 90.0), ("2h", 7200.0)],
+    [
+        (15, 15.0),
+        (0.5, 0.5),
+        ("15s", 15.0),
+        ("500ms", 0.5),
+        ("1m30s", 90.0),
+        ("2h", 7200.0),
+        ("365d", 365 * 86400.0),
+    ],
 )
 def test_durations_accept_numbers_and_prometheus_strings(text: object, seconds: float) -> None:
     """Durations are seconds as numbers, or Prometheus-style strings."""
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "15", "s", "1.5.s", "-1s", "0s", "15 s", True, [1]])
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("", "15", "s", "1.5.s", "-1s", "0s", "15 s", True, [1], float("nan"), float("inf")),
+        *("366d", "400000d", 10**400),  # beyond a year: the last would not even fit a float
+    ],
+)
 def test_bad_durations_are_refused(text: object) -> None:
     """Anything that is not a positive duration is refused."""
     with pytest.raises(ValueError, match="duration"):

@@ -17,7 +17,7 @@ from exporter import log as logs
 from exporter import page
 from exporter.collect import Snapshot, shape
 from exporter.config import DatabaseConfig, TasksConfig, parse_network
-from exporter.exposition import accepts_gzip
+from exporter.exposition import TEXT, Exposition, accepts_gzip, negotiate
 from exporter.exposition import render as render_metrics
 from exporter.metrics import families
 from exporter.mysql import is_local
@@ -255,6 +255,24 @@ def test_refusal_log_does_not_flood() -> None:
 def test_gzip_negotiation(header: str | None, gzip: bool) -> None:
     """gzip is used when Accept-Encoding allows it, and not when it gives it q=0."""
     assert accepts_gzip(header) is gzip
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text;version=abc",
+        "application/openmetrics-text;version=:",
+        "text/plain;version=x.y",
+        "application/openmetrics-text;version=1.0.0.\rSet-Cookie: a=b",
+    ],
+)
+def test_a_malformed_accept_header_gets_the_text_format(accept: str) -> None:
+    """An Accept header with a version that is not a number, or that carries control
+    characters, is answered in the text format: no error, and none of it copied into a header."""
+    assert negotiate(accept) == TEXT
+    body, content_type, _ = Exposition([], clock=lambda: 0.0).render(accept, None)
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
+    assert body == b""  # nothing to show, rendered
 
 
 @pytest.mark.parametrize(
