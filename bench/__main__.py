@@ -347,7 +347,7 @@ class Bench:
                 ok = n_selects == n_collections and abs(n_collections - intervals) <= 1
                 rows.append(
                     Row(
-                        f"database cost, {scrapers} scrapers",
+                        f"database cost, {scrapers} scraper{'' if scrapers == 1 else 's'}",
                         f"{n_selects} SELECTs, {n_collections} collections in "
                         f"{intervals:.1f} intervals; {served:,} scrapes",
                         "1 SELECT per collection, 1 collection per interval",
