@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pymysql
@@ -346,7 +347,7 @@ class Bench:
                 ok = n_selects == n_collections and abs(n_collections - intervals) <= 1
                 rows.append(
                     Row(
-                        f"database cost, {scrapers} scrapers",
+                        f"database cost, {scrapers} scraper{'' if scrapers == 1 else 's'}",
                         f"{n_selects} SELECTs, {n_collections} collections in "
                         f"{intervals:.1f} intervals; {served:,} scrapes",
                         "1 SELECT per collection, 1 collection per interval",
@@ -368,6 +369,12 @@ class Bench:
 
     def collection(self) -> list[Row]:
         """The exporter's collection time against the same query over a kept connection."""
+        # The server's own time for every statement of the exporter's account (the slow log,
+        # as a table, with a threshold of 0), to take the server's share out of each timing.
+        self.database.execute("TRUNCATE TABLE mysql.slow_log")
+        self.database.execute("SET GLOBAL log_output = 'TABLE'")
+        self.database.execute("SET GLOBAL long_query_time = 0")
+        self.database.execute("SET GLOBAL slow_query_log = 1")
         direct = pymysql.connect(
             host="127.0.0.1",
             port=self.database.server.port,
@@ -378,8 +385,12 @@ class Bench:
             ssl_disabled=True,
             read_timeout=600,
         )
-        with contextlib.closing(direct):
+        try:
             return [self._collection(table, direct) for table in [SMALL, *large_tables()]]
+        finally:
+            direct.close()
+            self.database.execute("SET GLOBAL slow_query_log = 0")
+            self.database.execute("SET GLOBAL long_query_time = 10")
 
     def _collection(
         self, table: Table, direct: pymysql.connections.Connection[pymysql.cursors.Cursor]
@@ -395,40 +406,62 @@ class Bench:
 
         query()  # the buffer pool holds the table from here on
         q = query()
-        interval = max(1.0, float(round(3 * q + 0.5)))
-        timeout = min(interval * 0.8, max(0.5, 2 * q + 0.5))
+        interval = max(1.0, float(round(3 * q + 1)))
+        gap = (interval - 2 * q) / 2
         pairs = self.options.pairs
         log(f"collection time, {table.label}: {pairs} pairs, {q * 1000:.0f} ms per query")
-        ours, theirs = [], []
-        with self.exporter(table, interval=interval, timeout=timeout) as exporter:
+        ours: list[tuple[float, float]] = []  # (collection time, the server's time)
+        theirs: list[tuple[float, float]] = []  # (direct query time, the server's time)
+        with self.exporter(table, interval=interval, timeout=0.9 * interval) as exporter:
             seen = Seen.scrape(exporter)
             for _ in range(pairs):
-                # The exporter collects at a fixed rate, so the start of its next collection
-                # is known: the direct query starts at the same moment, and both run under
-                # the same load from the rest of the machine.
-                start = seen.last_success - seen.duration + interval
-                while start < time.time() + 0.1:
-                    start += interval
-                time.sleep(start - time.time())
-                theirs.append(query())
-                seen = _until(
-                    exporter,
-                    lambda s: s.last_success - s.duration > start - interval / 2,  # noqa: B023 - used before the loop goes on
-                    timeout=interval * 3,
-                    every=0.01,
-                    what="the collection that started with the direct query",
+                seen = _next_collection(
+                    exporter, after=seen.collections, timeout=interval * 3, every=0.01
                 )
-                ours.append(seen.duration)
-        overhead = statistics.median(o / t for o, t in zip(ours, theirs, strict=True)) - 1
+                # The direct query in the middle of the quiet time between two collections:
+                # they never overlap, and each follows the same idle time.
+                time.sleep(gap)
+                plain = query()
+                thread = direct.thread_id()  # type: ignore[no-untyped-call]  # untyped in the stubs
+                server = self._server_times(sql, thread)
+                ours.append((seen.duration, server[0]))
+                theirs.append((plain, server[1]))
+                # No polling while the exporter's query runs: it would take CPU from it.
+                time.sleep(max(0.0, seen.started + interval + 0.9 * q - time.time()))
+        # Each timing is the server's time plus the client's: compared at equal server time,
+        # what is left is what the exporter adds to a direct query, whatever the load on the
+        # server (at a load average of 40, timings of the same query varied by 20%).
+        overhead = (
+            statistics.median(
+                (o / os) / (t / ts) for (o, os), (t, ts) in zip(ours, theirs, strict=True)
+            )
+            - 1
+        )
         checked = table.rows >= SIZES[0]
         return Row(
             f"collection time, {table.label}",
-            f"{statistics.median(ours) * 1000:,.1f} ms = {overhead:+.1%} vs direct"
-            f" (median of {len(ours)} pairs)",
+            f"{statistics.median(o for o, _ in ours) * 1000:,.1f} ms;"
+            f" {overhead:+.2%} vs direct at equal server time;"
+            f" {statistics.median(o - s for o, s in ours) * 1000:.2f} ms outside the server",
             f"<= +{COLLECTION_OVERHEAD:.0%}" if checked else "(information)",
-            f"{statistics.median(theirs) * 1000:,.1f} ms direct",
+            f"{statistics.median(t for t, _ in theirs) * 1000:,.1f} ms;"
+            f" {statistics.median(t - s for t, s in theirs) * 1000:.2f} ms outside the server",
             overhead <= COLLECTION_OVERHEAD if checked else None,
         )
+
+    def _server_times(self, sql: str, direct_thread: int) -> tuple[float, float]:
+        """The server's time for the latest run of `sql` by the exporter and by the direct
+        connection, from the slow log."""
+        rows = self.database.execute(
+            "SELECT thread_id, query_time FROM mysql.slow_log WHERE sql_text = %s"
+            " ORDER BY start_time DESC LIMIT 4",
+            (sql,),
+        )
+        times: dict[bool, float] = {}
+        for thread, spent in rows:
+            assert isinstance(spent, timedelta)  # noqa: S101 - TIME(6) column
+            times.setdefault(thread == direct_thread, spent.total_seconds())
+        return times[False], times[True]
 
 
 _SAMPLE = re.compile(rb"^(\w+)(\{[^}]*\})? (\S+)$", re.MULTILINE)
@@ -440,9 +473,15 @@ class Seen:
     full parse would take CPU from the very query being timed."""
 
     collections: int
+    up: bool
     duration: float
     last_success: float
     pending: int
+
+    @property
+    def started(self) -> float:
+        """When the last successful collection started (Unix time)."""
+        return self.last_success - self.duration
 
     @classmethod
     def scrape(cls, exporter: Exporter) -> Seen:
@@ -454,6 +493,7 @@ class Seen:
             collections=int(
                 sum(v for k, v in samples.items() if k.startswith("tasks_exporter_collections_"))
             ),
+            up=samples.get("tasks_exporter_up") == 1,
             duration=samples.get("tasks_exporter_collection_duration_seconds", 0.0),
             last_success=samples.get("tasks_exporter_last_success_timestamp_seconds", 0.0),
             pending=int(samples.get('tasks_exporter_tasks{status="Pending"}', -1)),
