@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import support
 from mariadb import MariaDB
 
 if TYPE_CHECKING:
@@ -97,6 +98,17 @@ def make_tasks_db(server: MariaDB) -> TasksDB:
         f"GRANT SELECT ON {db.qualified_table} TO '{user}'@'localhost', '{user}'@'127.0.0.1'"
     )
     return db
+
+
+@pytest.fixture(autouse=True)
+def _no_exporter_left_running() -> Iterator[None]:
+    """An exporter a test starts and does not stop is killed after the test, not left running
+    (and listening, and trying its database) for the rest of the run and beyond."""
+    before = len(support.STARTED)
+    yield
+    for exporter in support.STARTED[before:]:
+        exporter.kill()
+    del support.STARTED[before:]
 
 
 @pytest.fixture

@@ -112,6 +112,10 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
+# Every exporter started, in order: the suite kills those a test leaves running (conftest).
+STARTED: list[Exporter] = []
+
+
 class Exporter:
     """The exporter as its users run it: `python -m exporter` with a config file and flags."""
 
@@ -154,6 +158,7 @@ class Exporter:
                 cwd=self.workdir,
                 env={**os.environ, **(env or {})},
             )
+        STARTED.append(self)
         wait_for(self._answers, timeout=15, what=f"exporter on {self.listen}\n{self.log()}")
         if ready:
             self.wait_ready()
