@@ -56,23 +56,21 @@ def _config(
     ).replace("'", '"')
 
 
-@pytest.fixture
-def spawned() -> Iterator[list[Exporter]]:
-    """Exporters a test starts, stopped when it ends whatever happened."""
-    exporters: list[Exporter] = []
-    yield exporters
-    for exporter in exporters:
-        exporter.kill()
-
-
-def _exporter(
-    spawned: list[Exporter], workdir: Path, config: Callable[[int], str], *args: str
-) -> Exporter:
-    """An exporter whose listen address is in its config file, so a reload can change it."""
+def _exporter(workdir: Path, config: Callable[[int], str], *args: str) -> Exporter:
+    """An exporter whose listen address is in its config file, so a reload can change it.
+    (The suite stops it after the test: see conftest.)"""
     exporter = Exporter(workdir, "", *args, listen_flag=False)
-    spawned.append(exporter)
     exporter.write_config(config(exporter.port))
     return exporter.start(ready=True)
+
+
+def _plain(tmp_path: Path, db: TasksDB, password_file: Path, *args: str) -> Exporter:
+    """An exporter on `db` listening on its own port, loopback allowed."""
+    return _exporter(
+        tmp_path / "run",
+        lambda port: _config(db, password_file, listen=[port], allow='["127.0.0.0/8"]'),
+        *args,
+    )
 
 
 def _get(port: int, *, source: str = "127.0.0.1", path: str = "/metrics") -> str:
@@ -139,7 +137,6 @@ def _reloads(exporter: Exporter) -> tuple[float | None, float | None]:
 
 def test_a_valid_reload_takes_effect_completely_without_a_gap(
     tmp_path: Path,
-    spawned: list[Exporter],
     tasks_db: TasksDB,
     mariadb: MariaDB,
     scrapers: list[Scraper],
@@ -153,7 +150,6 @@ def test_a_valid_reload_takes_effect_completely_without_a_gap(
         first_pw = write_secret(tmp_path / "first.pw", tasks_db.password)
         other_pw = write_secret(tmp_path / "other.pw", other_db.password)
         exporter = _exporter(
-            spawned,
             tmp_path / "run",
             lambda port: _config(
                 tasks_db, first_pw, listen=[port, dropped], allow='["127.0.0.0/8"]'
@@ -199,17 +195,11 @@ def test_a_valid_reload_takes_effect_completely_without_a_gap(
 
 
 def test_an_invalid_configuration_is_refused_whole_and_the_old_one_keeps_running(
-    tmp_path: Path, spawned: list[Exporter], tasks_db: TasksDB
+    tmp_path: Path, tasks_db: TasksDB
 ) -> None:
     """The log says what --config.check says; nothing of the new file applies."""
     pw = write_secret(tmp_path / "pw", tasks_db.password)
-    exporter = _exporter(
-        spawned,
-        tmp_path / "run",
-        lambda port: _config(tasks_db, pw, listen=[port], allow='["127.0.0.0/8"]'),
-        "--log.format",
-        "json",
-    )
+    exporter = _plain(tmp_path, tasks_db, pw, "--log.format", "json")
     port = exporter.port
     good = _config(tasks_db, pw, listen=[port], allow='["127.0.0.0/8"]')
     loaded_at = _reloads(exporter)[1]
@@ -243,15 +233,9 @@ def test_an_invalid_configuration_is_refused_whole_and_the_old_one_keeps_running
     assert value(exporter.scrape(), "tasks_exporter_collection_interval_seconds") == 0.6
 
 
-def test_a_reload_that_cannot_listen_changes_nothing(
-    tmp_path: Path, spawned: list[Exporter], tasks_db: TasksDB
-) -> None:
+def test_a_reload_that_cannot_listen_changes_nothing(tmp_path: Path, tasks_db: TasksDB) -> None:
     pw = write_secret(tmp_path / "pw", tasks_db.password)
-    exporter = _exporter(
-        spawned,
-        tmp_path / "run",
-        lambda port: _config(tasks_db, pw, listen=[port], allow='["127.0.0.0/8"]'),
-    )
+    exporter = _plain(tmp_path, tasks_db, pw)
     port = exporter.port
     with socket.create_server(("127.0.0.1", 0)) as taken:
         busy = taken.getsockname()[1]
@@ -265,16 +249,10 @@ def test_a_reload_that_cannot_listen_changes_nothing(
     assert value(exporter.scrape(), "tasks_exporter_collection_interval_seconds") == 0.5
 
 
-def test_a_reload_reads_the_password_again(
-    tmp_path: Path, spawned: list[Exporter], tasks_db: TasksDB
-) -> None:
+def test_a_reload_reads_the_password_again(tmp_path: Path, tasks_db: TasksDB) -> None:
     """Rotating the password: change it on the server and in the file, then reload."""
     pw = write_secret(tmp_path / "pw", tasks_db.password)
-    exporter = _exporter(
-        spawned,
-        tmp_path / "run",
-        lambda port: _config(tasks_db, pw, listen=[port], allow='["127.0.0.0/8"]'),
-    )
+    exporter = _plain(tmp_path, tasks_db, pw)
     rotated = tasks_db.password + "-rotated"
     for host in ("localhost", "127.0.0.1"):
         tasks_db.server.execute(
@@ -297,14 +275,13 @@ def test_a_reload_reads_the_password_again(
 
 
 def test_reloads_racing_with_scrapes_and_a_collection_in_flight(
-    tmp_path: Path, spawned: list[Exporter], private_tasks_db: TasksDB, scrapers: list[Scraper]
+    tmp_path: Path, private_tasks_db: TasksDB, scrapers: list[Scraper]
 ) -> None:
     """SIGHUPs while the table is locked (a collection stuck until its timeout) and four
     scrapers run: every scrape answers, the last file wins, no query piles up."""
     db = private_tasks_db
     pw = write_secret(tmp_path / "pw", db.password)
     exporter = _exporter(
-        spawned,
         tmp_path / "run",
         lambda port: _config(
             db, pw, listen=[port], allow='["127.0.0.0/8"]', interval="2s", timeout="1s"
@@ -350,16 +327,12 @@ def test_reloads_racing_with_scrapes_and_a_collection_in_flight(
 
 
 def test_a_reload_can_turn_on_basic_auth_from_a_web_config_file(
-    tmp_path: Path, spawned: list[Exporter], tasks_db: TasksDB
+    tmp_path: Path, tasks_db: TasksDB
 ) -> None:
     """[web] config_file named by the reloaded file applies at once: scrapes then need the
     password. (Changes inside an already named web config file apply without SIGHUP.)"""
     pw = write_secret(tmp_path / "pw", tasks_db.password)
-    exporter = _exporter(
-        spawned,
-        tmp_path / "run",
-        lambda port: _config(tasks_db, pw, listen=[port], allow='["127.0.0.0/8"]'),
-    )
+    exporter = _plain(tmp_path, tasks_db, pw)
     assert exporter.get("/metrics").status == 200
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
     web_config = tmp_path / "web.yml"

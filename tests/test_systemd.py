@@ -270,14 +270,11 @@ def test_systemd_is_told_when_the_exporter_is_ready_reloading_and_stopping(
         notify.bind(str(path))
         notify.settimeout(10)
         exporter = Exporter(tmp_path / "run", "", "--demo")
-        try:
-            exporter.start(env={"NOTIFY_SOCKET": str(path)})
-            assert notify.recv(256) == b"READY=1"
-            assert get(exporter.host, exporter.port, "/-/healthy").status == 200
-            exporter.reload()
-            assert notify.recv(256) == b"RELOADING=1"
-            assert notify.recv(256) == b"READY=1"
-            assert exporter.stop() == 0
-            assert notify.recv(256) == b"STOPPING=1"
-        finally:
-            exporter.kill()
+        exporter.start(env={"NOTIFY_SOCKET": str(path)})
+        assert notify.recv(256) == b"READY=1"
+        assert get(exporter.host, exporter.port, "/-/healthy").status == 200
+        exporter.reload()
+        assert notify.recv(256) == b"RELOADING=1"
+        assert notify.recv(256) == b"READY=1"
+        assert exporter.stop() == 0
+        assert notify.recv(256) == b"STOPPING=1"
