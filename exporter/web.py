@@ -671,20 +671,9 @@ class Server:
         self._bcrypt: ThreadPoolExecutor | None = None
 
     def security(self) -> ActiveSecurity | None:
-        """The web configuration file's TLS, users and headers as they are now (None: no file).
-
-        Follows `self.web`, whatever it is at the moment, and the files it names as they change.
-        Raises WebConfigError if a newly configured file cannot be used.
-        """
-        configured = self.web.security
-        if configured is None:
-            self._live = None
-            return None
-        if self._live is None or self._live.configured is not configured:
-            from exporter.webconfig import LiveSecurity  # noqa: PLC0415 - see __init__
-
-            self._live = LiveSecurity(configured, self.log)
-        return self._live.current()
+        """The web configuration file's TLS, users and headers as they are now (None: no file),
+        following the files it names as they change. start() and reconfigure() set it up."""
+        return None if self._live is None else self._live.current()
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         """The headers the web configuration file adds to every response."""
