@@ -21,7 +21,7 @@ from socket import socket
 from exporter import __version__, systemd
 from exporter import log as logs
 from exporter.collect import CollectionLoop
-from exporter.config import Config, ConfigError, Overrides, load
+from exporter.config import Config, ConfigError, ListenAddress, Overrides, load
 from exporter.exposition import Exposition, Part, Rendered, gauge
 from exporter.metrics import PREFIX, Counter, SnapshotMetrics
 from exporter.process import ProcessMetrics, python_info
@@ -170,7 +170,7 @@ class Service:
             )
 
     def _summary(self, config: Config) -> dict[str, object]:
-        listen = ",".join(_format(a) for a in self.server.addresses)
+        listen = ",".join(str(ListenAddress(*a)) for a in self.server.addresses)
         return {
             "version": __version__,
             "listen": f"systemd:{listen}" if config.web.systemd_socket else listen,
@@ -218,8 +218,3 @@ class ReloadStatus:
                 ]
             )
         return self._rendered
-
-
-def _format(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
