@@ -29,6 +29,10 @@ class Snapshot:
     duration: float | None = None  # seconds the last collection took, success or not
     outcomes: tuple[tuple[str, int], ...] = tuple((o, 0) for o in OUTCOMES)
     error: str | None = None  # why the last collection failed
+    # Per status, the oldest time_column value (Unix seconds) across all kinds, only statuses
+    # that have one; None when no time_column is configured.
+    oldest: tuple[tuple[str, float], ...] | None = None
+    window_start: float | None = None  # start of the counting window, when one is configured
 
     def age(self, now: float) -> float | None:
         return None if self.last_success is None else max(0.0, now - self.last_success)
@@ -40,6 +44,10 @@ class Snapshot:
     def fresh_counts(self, now: float) -> tuple[tuple[str, int], ...] | None:
         """The counts, or None once they are older than the staleness window."""
         return None if self.is_stale(now) else self.counts
+
+    def fresh_oldest(self, now: float) -> tuple[tuple[str, float], ...] | None:
+        """The oldest times per status, or None once they are stale (or not collected)."""
+        return None if self.is_stale(now) else self.oldest
 
 
 def label(value: object, null_status: str) -> str:
