@@ -98,8 +98,10 @@ class CollectionLoop:
         *,
         logger: logging.Logger,
         clock: Callable[[], float] = time.time,
+        on_collected: Callable[[Snapshot], None] = lambda _snapshot: None,
     ) -> None:
         self._source = source
+        self._on_collected = on_collected  # told of each snapshot as it is published
         self._tasks = tasks
         self._collection = collection
         self._log = logger
@@ -186,6 +188,7 @@ class CollectionLoop:
             )
             self._report_folding(folded)
         self._snapshot = snapshot
+        self._on_collected(snapshot)
         self._report(outcome, error, reason, duration)
         return snapshot
 

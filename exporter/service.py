@@ -23,6 +23,7 @@ from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import Config, ConfigError, ListenAddress, Overrides, load
 from exporter.exposition import Exposition, Part, Rendered, gauge
+from exporter.history import History
 from exporter.metrics import PREFIX, Counter, SnapshotMetrics
 from exporter.process import ProcessMetrics, python_info
 from exporter.source import Source
@@ -62,8 +63,13 @@ class Service:
         self._environ = environ
         self._clock = clock
         self.log = logger
+        self.history = History()  # the landing page's chart, fed by each collection
         self.collection = CollectionLoop(
-            make_source(config, demo_path, logger), config.tasks, config.collection, logger=logger
+            make_source(config, demo_path, logger),
+            config.tasks,
+            config.collection,
+            logger=logger,
+            on_collected=self.history.record,
         )
         refused = Counter(
             f"{PREFIX}_allowlist_refused_connections",
@@ -92,6 +98,7 @@ class Service:
             telemetry_path=config.web.telemetry_path,
             version=__version__,
             source=config.database.describe(),
+            history=self.history.points,
         )
 
     async def run(self) -> bool:

@@ -22,7 +22,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from exporter.collect import Snapshot
 from exporter.config import ListenAddress, Network, WebConfig
 from exporter.exposition import Exposition
+from exporter.history import Point
 from exporter.metrics import Counter
 from exporter.page import CONTENT_SECURITY_POLICY, render
 
@@ -155,8 +156,10 @@ class Routes:
         version: str,
         source: str,
         clock: Callable[[], float] = time.time,
+        history: Callable[[], Sequence[Point]] = tuple,
     ) -> None:
         self._exposition = metrics
+        self._history = history
         self._snapshot = snapshot
         self._telemetry_path = telemetry_path
         self._version = version
@@ -194,6 +197,7 @@ class Routes:
             version=self._version,
             telemetry_path=self._telemetry_path,
             source=self._source,
+            history=self._history(),
         )
         return Response(
             200,
