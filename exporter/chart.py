@@ -29,6 +29,13 @@ def _clock(at: float, *, seconds: bool = False) -> str:
     return time.strftime("%H:%M:%S" if seconds else "%H:%M", time.gmtime(at))
 
 
+def _anchor(x: float) -> str:
+    """Labels at the plot's edges are aligned inwards, so that none is cut off."""
+    if x < LEFT + 20:
+        return "start"
+    return "end" if x > WIDTH - RIGHT - 20 else "middle"
+
+
 def stack_order(points: Sequence[Point], first: str, last: str) -> list[str]:
     """Every status seen, in the newest point's order, `first` at the bottom, `last` on top."""
     names: dict[str, None] = {}
@@ -89,7 +96,7 @@ def svg(
     step = next((t for t in _TICKS if span / t <= 4), _TICKS[-1])
     first_tick = -(-start // step) * step
     ticks = "".join(
-        f"<text x={x(t):.1f} y={HEIGHT - 6} text-anchor=middle>{_clock(t)}</text>"
+        f"<text x={x(t):.1f} y={HEIGHT - 6} text-anchor={_anchor(x(t))}>{_clock(t)}</text>"
         for t in range(int(first_tick), int(end) + 1, step)
     )
     if not ticks:  # less than a minute, between two whole minutes: label both ends

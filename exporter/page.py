@@ -37,13 +37,13 @@ def escape(text: str) -> str:
 
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:46rem;padding:0 1rem;color:#222;
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:54rem;padding:0 1rem;color:#222;
 overflow-wrap:anywhere}
 h1{margin-bottom:.2rem}.muted{color:#666}code{background:#f4f4f4;padding:0 .2rem}
 .notice{padding:.6rem .9rem;border-radius:4px;margin:1rem 0}
 .bad{background:#fdecea;border:1px solid #e0a09c}.warn{background:#fff4e0;border:1px solid #e8c07a}
 .cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:1rem 0}
-.card{flex:1 1 11rem;border:1px solid #ddd;border-radius:6px;padding:.6rem .9rem}
+.card{flex:1 1 9rem;border:1px solid #ddd;border-radius:6px;padding:.6rem .9rem}
 .card .v{font-size:1.9rem;font-weight:600;font-variant-numeric:tabular-nums}
 .card .k,.card .s{color:#555;font-size:.9rem}
 .bar{display:flex;height:.9rem;border-radius:4px;overflow:hidden;background:#eee}
@@ -58,8 +58,9 @@ border-radius:50%;margin-right:.5rem;background:var(--c)}
 #chart text{font-size:12px;fill:#555}#chart line{stroke:#e4e4e4}
 #chart path{fill:var(--c);fill-opacity:.8;stroke:var(--c)}
 h2{font-size:1.1rem;margin:1.6rem 0 .2rem}
-.legend span{margin-right:.8rem;white-space:nowrap}.legend i{display:inline-block;width:.7rem;
-height:.7rem;margin-right:.3rem;background:var(--c);border-radius:2px}
+.legend{margin:0}.legend span{margin-right:.8rem;white-space:nowrap}
+.legend i{display:inline-block;width:.7rem;height:.7rem;margin-right:.3rem;background:var(--c);
+border-radius:2px}
 .c-o1{--c:#1565c0}.c-o2{--c:#6a1b9a}.c-o3{--c:#00838f}.c-o4{--c:#8d6e63}
 """
 
@@ -102,7 +103,9 @@ def _oldest(snapshot: Snapshot, now: float) -> str:
     since = dict(oldest).get(PENDING_STATUS)
     if since is not None:
         value = _duration(now - since)
-        detail = f"waiting since {_utc(since)}"
+        same_day = time.gmtime(since)[:3] == time.gmtime(now)[:3]
+        at = time.strftime("%H:%M:%S UTC", time.gmtime(since)) if same_day else _utc(since)
+        detail = f"waiting since {at}"
     elif dict(snapshot.counts or ()).get(PENDING_STATUS):
         value, detail = "&ndash;", "the waiting tasks have no time recorded"
     else:
@@ -138,8 +141,8 @@ def _chart(snapshot: Snapshot, history: Sequence[Point], now: float) -> str:
     )
     drawing = chart.svg(history, order, lambda s: f"c-{classes[s]}", escape)
     return (
-        f"{heading}{drawing}<p class='muted legend'>{legend} &middot; Tasks per status, one"
-        f" point a minute since {_utc(history[0].at)}, times in UTC.</p>"
+        f"{heading}{drawing}<p class=legend>{legend}</p><p class=muted>Tasks per status, one"
+        f" point a minute since {_utc(history[0].at)}; times in UTC.</p>"
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chromium import capture
+from chromium import capture, png_pixels
 from conftest import TasksDB
 from landing import read
 from mariadb import MariaDB
@@ -78,3 +78,39 @@ def test_chromium_shows_the_table_and_runs_none_of_its_values(
         assert (stale.rows, stale.total, stale.completion) == ([], None, None)
     finally:
         exporter.stop()
+
+
+def _share_of_colour(rows: list[list[tuple[int, int, int]]], rgb: tuple[int, int, int]) -> float:
+    """The share of pixels within a small distance of a colour (anti-aliasing aside)."""
+    near = sum(
+        1 for row in rows for p in row if sum(abs(a - b) for a, b in zip(p, rgb, strict=True)) < 40
+    )
+    return near / (len(rows) * len(rows[0]))
+
+
+def test_chromium_draws_the_chart_of_the_demo_under_the_pages_policy(tmp_path: Path) -> None:
+    """On the demo, once two collections have succeeded, Chromium shows the chart of the last
+    hours: Success at the bottom, Pending on top, with axis labels, and paints its areas in the
+    statuses' colours, so the Content-Security-Policy let the inline SVG and its styles apply;
+    the page still has no script."""
+    exporter = Exporter(tmp_path / "exporter", '[collection]\ninterval = "0.5s"\n', "--demo")
+    exporter.start(ready=True)
+    url = f"http://{exporter.host}:{exporter.port}/"
+    try:
+        wait_for(lambda: b"<svg id=chart" in exporter.get("/").body, timeout=10, what="chart")
+        shot = capture(url, tmp_path, name="demo", window=WINDOW)
+    finally:
+        exporter.stop()
+    page = read(shot.dom)
+    statuses = [area.status for area in page.chart]
+    assert statuses[0] == "Success"
+    assert statuses[-1] == "Pending"
+    assert set(statuses) == {"Success", "Failed", "Pending"}
+    assert [area.colour for area in page.chart] == ["c-ok", "c-bad", "c-wait"]
+    assert page.chart_labels[0] == "0"
+    assert len(page.chart_labels) >= 4  # three counts, and times
+    assert "script" not in page.tags
+    pixels = png_pixels(shot.screenshot)
+    # The areas' colours at 80 % over white: Success green, Pending grey, a few Failed reds.
+    assert _share_of_colour(pixels, (88, 151, 91)) > 0.01
+    assert _share_of_colour(pixels, (165, 165, 165)) > 0.005

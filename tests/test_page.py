@@ -143,10 +143,12 @@ def _charted_html(history: tuple[Point, ...], **kwargs: object) -> str:
 
 def test_oldest_pending_task_shows_how_long_it_has_waited_and_since_when() -> None:
     """With a time column, a card says how long the oldest Pending task has waited, and since
-    when in UTC; other statuses' oldest times are not what it shows."""
+    when in UTC (the date only when not today); other statuses' oldest times are not shown."""
     page = _page(oldest=(("Success", NOW - 90_000), ("Pending", NOW - 7_530)))
     assert page.oldest == "2 h 5 min"
-    assert page.oldest_detail == "waiting since 1970-01-01 00:41:10 UTC"
+    assert page.oldest_detail == "waiting since 00:41:10 UTC"  # today: the time is enough
+    yesterday = _page(oldest=(("Pending", NOW - 86_400),))
+    assert yesterday.oldest_detail == "waiting since 1969-12-31 02:46:40 UTC"
     assert _page(oldest=(("Pending", NOW - 45),)).oldest == "45 s"
     assert _page(oldest=(("Pending", NOW - 3 * 86_400 - 7_200),)).oldest == "3 d 2 h"
 
