@@ -62,7 +62,10 @@ def svg(
     start, end = points[0].at, points[-1].at
     span = max(end - start, 1.0)
     counts = [dict(p.counts) for p in points]
-    top = _nice_ceiling(max(sum(c.values()) for c in counts))
+    highest = max(sum(c.values()) for c in counts)
+    # Four or five round steps on the count axis, the top one at or just above the highest.
+    every = _nice_ceiling(-(-highest // 4))
+    top = max(every, -(-highest // every) * every)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(at: float) -> float:
@@ -91,7 +94,7 @@ def svg(
     grid = "".join(
         f"<line x1={LEFT} x2={WIDTH - RIGHT} y1={y(n):.1f} y2={y(n):.1f}></line>"
         f"<text x={LEFT - 6} y={y(n) + 4:.1f} text-anchor=end>{n:,}</text>"
-        for n in sorted({0, top // 2, top})
+        for n in range(0, top + 1, every)
     )
     step = next((t for t in _TICKS if span / t <= 4), _TICKS[-1])
     first_tick = -(-start // step) * step

@@ -44,7 +44,7 @@ h1{margin-bottom:.2rem}.muted{color:#666}code{background:#f4f4f4;padding:0 .2rem
 .bad{background:#fdecea;border:1px solid #e0a09c}.warn{background:#fff4e0;border:1px solid #e8c07a}
 .cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:1rem 0}
 .card{flex:1 1 9rem;border:1px solid #ddd;border-radius:6px;padding:.6rem .9rem}
-.card .v{font-size:1.9rem;font-weight:600;font-variant-numeric:tabular-nums}
+.card .v{font-size:1.8rem;font-weight:600;font-variant-numeric:tabular-nums;white-space:nowrap}
 .card .k,.card .s{color:#555;font-size:.9rem}
 .bar{display:flex;height:.9rem;border-radius:4px;overflow:hidden;background:#eee}
 table{border-collapse:collapse;margin:1rem 0;width:100%}

@@ -173,8 +173,8 @@ def test_a_task_time_in_the_future_waits_for_zero_seconds() -> None:
 
 def test_chart_stacks_success_at_the_bottom_and_pending_on_top() -> None:
     """The chart's areas stack Success first, Pending last, each status's count on top of the
-    ones below, from the first point (left edge) to the last (right edge); axis labels show a
-    round maximum, its half and zero, and whole-hour times in UTC."""
+    ones below, from the first point (left edge) to the last (right edge); the count axis has
+    round steps up to just above the highest total, the time axis round times in UTC."""
     history = _history(
         (7_200.0, {"Success": 0, "Pending": 4, "Failed": 0}),
         (9_000.0, {"Success": 3, "Pending": 3, "Failed": 1, "Retry": 1}),
@@ -187,11 +187,11 @@ def test_chart_stacks_success_at_the_bottom_and_pending_on_top() -> None:
         ("Retry", "c-o1"),
         ("Pending", "c-wait"),
     ]
-    # Plot area: x from 48 to 712, y from 196 (zero) up to 10 (the maximum, 20 tasks).
-    assert page.chart_labels == ["0", "10", "20", "02:00", "02:15", "02:30", "02:45", "03:00"]
+    # Plot area: x from 48 to 712, y from 196 (zero) up to 10 (the top, 15 tasks).
+    assert page.chart_labels == ["0", "5", "10", "15", "02:00", "02:15", "02:30", "02:45", "03:00"]
 
     def y(n: int) -> float:
-        return round(196 - n * 186 / 20, 1)
+        return round(196 - n * 186 / 15, 1)
 
     success, failed, retry, pending = page.chart
     assert success.upper == [(48.0, y(0)), (380.0, y(3)), (712.0, y(10))]
@@ -221,7 +221,7 @@ def test_chart_waits_for_two_points_and_hides_with_stale_data() -> None:
 def test_chart_shorter_than_a_minute_labels_both_ends_to_the_second() -> None:
     """Just after start, with no whole minute inside, the time axis names its two ends."""
     page = _charted(_history((3_601.0, {"Success": 1}), (3_640.0, {"Success": 3})))
-    assert page.chart_labels == ["0", "2", "5", "01:00:01", "01:00:40"]
+    assert page.chart_labels == ["0", "1", "2", "3", "01:00:01", "01:00:40"]
 
 
 def test_chart_status_names_are_text() -> None:
@@ -237,3 +237,20 @@ def test_window_start_is_named_above_the_chart() -> None:
     page = _charted(_history((NOW - 40, {"Success": 1})), window_start=3_600.0)
     assert page.window == "Counting the tasks of the window, since 1970-01-01 01:00:00 UTC."
     assert _charted(_history((NOW - 40, {"Success": 1}))).window is None
+
+
+@pytest.mark.parametrize(
+    ("highest", "steps"),
+    [
+        (0, ["0", "1"]),
+        (120, ["0", "50", "100", "150"]),
+        (2_000, ["0", "500", "1,000", "1,500", "2,000"]),
+    ],
+)
+def test_count_axis_has_round_steps_just_above_the_highest_total(
+    highest: int, steps: list[str]
+) -> None:
+    """The count axis goes up in round steps to the first one at or above the highest total,
+    so the chart uses its height; an empty table still has an axis."""
+    page = _charted(_history((3_600.0, {"Success": highest}), (7_200.0, {"Success": highest})))
+    assert page.chart_labels[: len(steps) + 1] == [*steps, "01:00"]
