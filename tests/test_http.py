@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.demo import SEED, YESTERDAY
 from support import (
+    DEMO_COUNTS,
     NEVER_IMPORTED,
     Exporter,
     free_port,
@@ -420,8 +420,7 @@ def test_once_on_the_demo_prints_counts_and_leaves_nothing_behind(tmp_path: Path
     before = set(tmp.glob("tasks_exporter-demo-*"))
     result = run_cli("--demo", "--once", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    seeded = {s: SEED.get(s, 0) + YESTERDAY.get(s, 0) for s in SEED}  # no window: all of them
-    assert task_counts(parse_metrics(result.stdout)) == seeded
+    assert task_counts(parse_metrics(result.stdout)) == DEMO_COUNTS
     assert set(tmp.glob("tasks_exporter-demo-*")) == before
 
 
@@ -501,7 +500,7 @@ def test_ipv6_loopback_scraper_is_allowed_by_default(tmp_path: Path) -> None:
     exporter.host, exporter.port = "::1", port
     exporter.start(ready=True)
     try:
-        assert task_counts(exporter.scrape())["Success"] == 84
+        assert task_counts(exporter.scrape())["Success"] == DEMO_COUNTS["Success"]
     finally:
         exporter.stop()
 
