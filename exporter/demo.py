@@ -26,7 +26,7 @@ SEED = {"Success": 84, "Pending": 24, "Failed": 12}  # today's tasks
 YESTERDAY = {"Success": 30, "Failed": 6}  # finished before today: outside a "today" window
 SEED_HOURS = 6  # today's tasks were created over the last hours (since midnight at most)
 QUEUES = ("email", "billing", "reports")
-SLOW_QUEUE = "reports"  # its worker rarely gets to a task: its oldest Pending task ages
+SLOW_QUEUE = "reports"  # its worker is slow, and never gets to the tasks stuck since the morning
 STUCK = 4  # Pending tasks of the slow queue among the oldest of the day
 _INSERT = "INSERT INTO tasks (task_title, task_status, created_at, task_queue) VALUES (?, ?, ?, ?)"
 
@@ -85,7 +85,8 @@ class DemoDatabase:
         self._dir = Path(tempfile.mkdtemp(prefix="tasks_exporter-demo-"))
         self.path = self._dir / "tasks.db"
         self._clock = clock
-        seed(self.path, clock())
+        self._started = clock()
+        seed(self.path, self._started)
         self._step = step
         self._progress_enabled = progress
         self._stop = threading.Event()
@@ -117,14 +118,18 @@ class DemoDatabase:
             conn.close()
 
     def advance(self, conn: sqlite3.Connection) -> None:
-        """One step of work: the oldest waiting task of a queue finishes (the slow queue's
-        seldom), and often a new task arrives, created now."""
-        queues = QUEUES if self._random.random() < 0.1 else tuple(set(QUEUES) - {SLOW_QUEUE})
+        """One step of work: the oldest waiting task of a queue finishes, and often a new task
+        arrives, created now. The slow queue's worker comes by less often and takes only tasks
+        created since the demo started: the ones stuck since the morning keep waiting, so the
+        oldest Pending task's age keeps growing, as when a worker skips tasks it cannot run."""
+        slow = self._random.random() < 0.3
+        queues = QUEUES if slow else tuple(q for q in QUEUES if q != SLOW_QUEUE)
         row = conn.execute(
             "SELECT task_id FROM tasks WHERE task_status = 'Pending'"
             f" AND task_queue IN ({', '.join('?' * len(queues))})"
+            " AND (task_queue <> ? OR created_at >= ?)"
             " ORDER BY created_at, task_id LIMIT 1",
-            queues,
+            (*queues, SLOW_QUEUE, int(self._started)),
         ).fetchone()
         if row is not None:
             done = "Failed" if self._random.random() < 0.12 else "Success"

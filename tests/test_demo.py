@@ -41,14 +41,31 @@ def test_today_is_spread_over_the_last_hours_and_yesterday_is_finished(tmp_path:
     assert len(before) == sum(YESTERDAY.values())
 
 
-def test_the_slow_queue_has_pending_tasks_from_hours_ago(tmp_path: Path) -> None:
+def test_the_slow_queue_has_pending_tasks_from_hours_ago_that_stay() -> None:
     """The oldest Pending task is hours old, and of the slow queue: the demo shows an age worth
-    an alert; the other Pending tasks are the newest."""
-    seed(tmp_path / "t.db", AFTERNOON)
-    pending = _rows(tmp_path / "t.db", "task_status = 'Pending'")
-    oldest = min(pending, key=lambda row: row[1])
-    assert oldest[2] == SLOW_QUEUE
-    assert AFTERNOON - oldest[1] > 3 * 3600
+    an alert, and it keeps growing while the demo runs, as the other queues move."""
+    clock = [AFTERNOON]
+    with DemoDatabase(progress=False, clock=lambda: clock[0]) as demo:
+        pending = _rows(demo.path, "task_status = 'Pending'")
+        oldest = min(pending, key=lambda row: row[1])
+        assert oldest[2] == SLOW_QUEUE
+        assert AFTERNOON - oldest[1] > 3 * 3600
+        conn = sqlite3.connect(demo.path, isolation_level=None)
+        try:
+            for step in range(200):
+                clock[0] = AFTERNOON + 3 * (step + 1)
+                demo.advance(conn)
+        finally:
+            conn.close()
+        still = _rows(demo.path, "task_status = 'Pending'")
+        assert min(still, key=lambda row: row[1]) == oldest
+        taken = _rows(
+            demo.path,
+            "task_status <> 'Pending' AND task_queue = ? AND created_at > ?",
+            SLOW_QUEUE,
+            AFTERNOON,
+        )
+        assert taken  # the slow queue's new tasks are taken
 
 
 def test_shortly_after_midnight_every_seeded_task_of_today_is_after_it(tmp_path: Path) -> None:
