@@ -195,6 +195,7 @@ def _dashboard_shows_the_table(stack: Stack) -> None:
     assert _now(stack, "Age of the counts")[0] < 2 * INTERVAL + 1
     assert _now(stack, "Failed attempts to count the tasks, per minute") == [0, 0]
     _dashboard_shows_ages_and_kinds(stack)
+    _dashboard_shows_the_query_load(stack)
 
 
 def _by(result: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...], float]:
@@ -235,6 +236,17 @@ def _dashboard_shows_ages_and_kinds(stack: Stack) -> None:
     assert ages.keys() == oldest.keys()
     for kind, since in oldest.items():
         assert ages[kind] == pytest.approx(now - since, abs=AGE_SLACK), kind
+
+
+def _dashboard_shows_the_query_load(stack: Stack) -> None:
+    """A fast query on a small indexed-or-not table: collections at the configured interval,
+    no unindexed scan, an estimate of a few rows; the two load alerts' expressions are silent."""
+    assert _now(stack, "Time between collections") == [INTERVAL]
+    assert _now(stack, "Query reads the table without an index") == [0]
+    (rows,) = _now(stack, "Rows the query reads (EXPLAIN estimate)")
+    assert 0 < rows < 1000
+    for name in ("TasksExporterQueryUnindexed", "TasksExporterCollectionsSpacedOut"):
+        assert stack.prometheus.query(_alert_expr(stack, name)) == [], name
 
 
 def _alerts_on_age_and_failures(stack: Stack) -> None:
