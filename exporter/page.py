@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from exporter import chart
 from exporter.collect import Snapshot
-from exporter.history import Point
+from exporter.history import POINTS, SPAN, Point
 
 # The page runs no script and loads nothing: even an escaping bug could not execute anything.
 CONTENT_SECURITY_POLICY = (
@@ -116,6 +116,9 @@ def _oldest(snapshot: Snapshot, now: float) -> str:
     )
 
 
+_EVERY = "one point a minute" if SPAN / POINTS == 60 else f"one point every {SPAN / POINTS:g} s"
+
+
 def _chart(snapshot: Snapshot, history: Sequence[Point], now: float) -> str:
     """The counts of the last hours as a chart, once two points are kept; hidden when stale."""
     if snapshot.fresh_counts(now) is None:
@@ -129,8 +132,8 @@ def _chart(snapshot: Snapshot, history: Sequence[Point], now: float) -> str:
     if len(history) < 2:
         return (
             f"{heading}<p class=muted id=chart-empty>The chart of the counts fills in as"
-            " collections succeed: one point a minute, the last 6 hours, kept in memory since"
-            " the exporter started.</p>"
+            f" collections succeed: {_EVERY}, the last {SPAN / 3600:g} hours, kept in memory"
+            " since the exporter started.</p>"
         )
     order = chart.stack_order(history, SUCCESS_STATUS, PENDING_STATUS)
     latest = dict(history[-1].counts)
@@ -141,8 +144,8 @@ def _chart(snapshot: Snapshot, history: Sequence[Point], now: float) -> str:
     )
     drawing = chart.svg(history, order, lambda s: f"c-{classes[s]}", escape)
     return (
-        f"{heading}{drawing}<p class=legend>{legend}</p><p class=muted>Tasks per status, one"
-        f" point a minute since {_utc(history[0].at)}; times in UTC.</p>"
+        f"{heading}{drawing}<p class=legend>{legend}</p><p class=muted>Tasks per status,"
+        f" {_EVERY} since {_utc(history[0].at)}; times in UTC.</p>"
     )
 
 
