@@ -251,13 +251,25 @@ def _http(value: object, problems: list[str]) -> tuple[tuple[str, str], ...]:
         if item is None or item == "":
             continue  # the toolkit's "unset if blank"
         allowed = _HEADERS[name]
-        if not isinstance(item, str) or not item.isprintable():
+        if not isinstance(item, str):
             problems.append(f"{label}: must be one line of text, got {item!r}")
+        elif (bad := _not_visible_ascii(item)) is not None:
+            problems.append(f"{label}: {bad}")
         elif allowed is not None and item not in allowed:
             problems.append(f"{label}: must be one of {', '.join(allowed)}, got {item!r}")
         else:
             out.append((name, item))
     return tuple(out)
+
+
+def _not_visible_ascii(value: str) -> str | None:
+    """Why a header value cannot be sent, or None. HTTP field values are visible ASCII and
+    spaces (RFC 9110 5.5): anything else, a typographic quote pasted from a document say, would
+    fail every response or be read differently by each client."""
+    for position, char in enumerate(value, 1):
+        if not " " <= char <= "~":
+            return f"must be visible ASCII (and spaces); {char!a} at character {position} is not"
+    return None
 
 
 def _users(value: object, problems: list[str]) -> tuple[tuple[str, Secret], ...]:

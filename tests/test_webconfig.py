@@ -17,7 +17,7 @@ from exporter.config import ConfigError, Overrides, load
 from exporter.secret import Secret
 from exporter.webconfig import WebConfigError, read_web_security
 from pki import CA, Cert
-from support import run_cli
+from support import Exporter, lines_matching, run_cli, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "web-config.yml"
@@ -193,6 +193,16 @@ BAD = {
         f"basic_auth_users:\n  'a:b': '{PLACEHOLDER}'\n",
         "basic_auth_users.a:b: a user name cannot contain ':'",
     ),
+    "typographic quote in a header": (
+        (
+            "http_server_config:\n  headers:\n"
+            '    Content-Security-Policy: "default-src \u2019self\u2019"\n'
+        ),
+        (
+            "http_server_config.headers.Content-Security-Policy: must be visible ASCII"
+            " (and spaces); '\\u2019' at character 13 is not"
+        ),
+    ),
 }
 PROMTOOL_ACCEPTS = {
     "http2 on",
@@ -202,6 +212,7 @@ PROMTOOL_ACCEPTS = {
     "max below min",
     "TLS settings without a certificate",
     "colon in user",
+    "typographic quote in a header",
 }
 
 
@@ -240,6 +251,40 @@ def test_every_problem_is_reported_at_once_under_the_flag(tmp_path: Path) -> Non
     assert "basic_auth_users.alice: must be a bcrypt hash" in text
     assert "hunter2" not in text  # a wrong hash (perhaps a password) is not echoed
     assert len(lines) == 4
+
+
+def test_a_header_edited_to_non_ascii_is_refused_and_the_previous_one_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    """A typographic quote pasted into a header value is refused by --config.check and, in the
+    file of a running exporter, logged naming the header while the previous headers keep
+    being served on every path."""
+    web = tmp_path / "web.yml"
+    good = "http_server_config:\n  headers:\n    Content-Security-Policy: \"default-src 'none'\"\n"
+    web.write_text(good, encoding="utf-8")
+    exporter = Exporter(tmp_path, "", "--demo", "--web.config.file", str(web)).start(ready=True)
+    try:
+        assert exporter.get("/metrics").headers["content-security-policy"] == "default-src 'none'"
+        pasted = good.replace("'none'", "\u2018none\u2019")
+        aside = web.with_suffix(".new")
+        aside.write_text(pasted, encoding="utf-8")
+        aside.replace(web)
+        wait_for(
+            lambda: exporter.get("/-/healthy") and "keeping the previous one" in exporter.log(),
+            timeout=5,
+            what="the edited file to be refused",
+        )
+        (line,) = lines_matching(exporter.log(), "keeping the previous one")
+        assert "http_server_config.headers.Content-Security-Policy: must be visible ASCII" in line
+        for path in ("/metrics", "/", "/-/healthy", "/-/ready", "/nope"):
+            reply = exporter.get(path)
+            assert reply.status in (200, 404), reply
+            assert reply.headers["content-security-policy"].startswith("default-src 'none'")
+    finally:
+        exporter.stop()
+    check = run_cli("--demo", "--web.config.file", str(web), "--config.check", cwd=tmp_path)
+    assert check.returncode == 2
+    assert "headers.Content-Security-Policy: must be visible ASCII" in check.stderr
 
 
 def test_file_named_in_toml_is_reported_under_its_setting(tmp_path: Path) -> None:
