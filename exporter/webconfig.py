@@ -562,12 +562,15 @@ class ActiveSecurity:
 
     def describe(self) -> dict[str, object]:
         """What the web configuration enforces, for log lines."""
-        tls = self.config.tls
+        tls, limit = self.config.tls, self.config.rate_limit
         return {
             "web_config": str(self.config.path),
             "tls": "off" if tls is None else f"{tls.min_version}+",
             "client_auth": "off" if tls is None else tls.client_auth_type,
             "basic_auth_users": len(self.config.users),
+            "rate_limit": (
+                "off" if limit is None else f"{limit.burst}, then 1 per {limit.interval:g}s"
+            ),
         }
 
 

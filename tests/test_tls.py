@@ -599,7 +599,13 @@ def test_tls12_offers_only_aead_cipher_suites_by_default(tls_only: Exporter, pki
 
 
 def _serve(
-    workdir: Path, pki: PKI, web_text: str, client: Cert | None = None, *, tls: bool = True
+    workdir: Path,
+    pki: PKI,
+    web_text: str,
+    client: Cert | None = None,
+    *,
+    tls: bool = True,
+    config: str = "",
 ) -> Exporter:
     """An exporter (demo database) with this web config file, reached as `client`."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -607,7 +613,7 @@ def _serve(
     web.write_text(web_text, encoding="utf-8")
     web.chmod(0o600)  # it may hold a key inline
     return Exporter(
-        workdir, "", "--demo", "--web.config.file", str(web), "--log.level", "debug",
+        workdir, config, "--demo", "--web.config.file", str(web), "--log.level", "debug",
         ssl_context=client_context(pki, client) if tls else None,
     ).start()  # fmt: skip
 
@@ -738,7 +744,10 @@ def test_client_allowed_sans_lets_in_only_certificates_naming_an_allowed_san(
         f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {ca.cert}\n"
         "  client_allowed_sans: [scraper.example, '2001:db8::7', 'spiffe://example/prom']\n"
     )
-    exporter = _serve(tmp_path / "exporter", pki, _server_tls(pki, extra), client=named["dns"])
+    exporter = _serve(
+        tmp_path / "exporter", pki, _server_tls(pki, extra), client=named["dns"],
+        config="[web]\nmax_connections = 2\n",
+    )  # fmt: skip
     try:
         for name, cert in named.items():
             expected = None if name == "other" else 200
@@ -754,6 +763,13 @@ def test_client_allowed_sans_lets_in_only_certificates_naming_an_allowed_san(
             result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=15)
             assert result.stdout == ("000" if expected is None else "200"), (name, result)
         assert "no allowed SAN in the client certificate" in exporter.log()
+        # Each refused connection is closed and forgotten: none holds one of the two slots.
+        refused = client_context(pki, named["other"])
+        for _ in range(6):
+            with pytest.raises((OSError, http.client.HTTPException)):
+                exporter.get("/metrics", ssl_context=refused)
+        assert "connection limit reached" not in exporter.log()
+        assert exporter.get("/metrics").status == 200
     finally:
         exporter.stop()
 
@@ -778,6 +794,7 @@ def test_rate_limit_answers_429_beyond_the_burst_for_all_clients_together(
             conn.close()
 
     try:
+        assert 'rate_limit="3, then 1 per 0.5s"' in exporter.log().splitlines()[0]
         assert [status(s) for s in ("127.0.0.1", "127.0.0.2", "127.0.0.3")] == [200] * 3
         assert status("127.0.0.4") == 429
         argv = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"]
