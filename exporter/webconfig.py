@@ -17,6 +17,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import platform
 import re
 import ssl
 import tempfile
@@ -313,12 +314,13 @@ def _tls(value: object, path: Path, problems: list[str]) -> TLSServerConfig | No
         cert=inline["cert"],
         key=None if key is None else Secret(key),
         client_ca=inline["client_ca"],
+        curve=curve,
     )
     has_cert = material.cert_file is not None or material.cert is not None
     if not has_cert or (material.key_file is None and material.key is None):
         return None
-    # The files exist, the key is private enough and matches, the CA loads: checked whatever
-    # else is wrong, so that every problem is reported at once.
+    # The files exist, the key is private enough and matches, the CA loads, this Python can
+    # select the curve: checked whatever else is wrong, so that every problem is reported at once.
     load_problems = _load(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), material)
     problems += load_problems
     if found or load_problems:
@@ -331,7 +333,6 @@ def _tls(value: object, path: Path, problems: list[str]) -> TLSServerConfig | No
         client_allowed_sans=sans,
         cipher_suites=suites,
         prefer_server_cipher_suites=bool(prefer),
-        curve=curve,
     )
 
 
@@ -458,7 +459,9 @@ def _curve(value: object, found: list[str]) -> str | None:
             " (SSLContext.set_ecdh_curve) but not set an order of several; list one curve,"
             " or remove the key for OpenSSL's default order"
         )
-    return names[0]
+    else:
+        return names[0]
+    return None
 
 
 def _http(value: object, problems: list[str]) -> tuple[tuple[str, str], ...]:
@@ -603,9 +606,17 @@ def _load(context: ssl.SSLContext, tls: TLSServerConfig) -> list[str]:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     else:
         context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    problems = []
     if tls.curve is not None:
-        context.set_ecdh_curve(CURVES[tls.curve])  # the only group offered, TLS 1.3 included
-    problems = _load_cert_chain(context, tls)
+        try:
+            context.set_ecdh_curve(CURVES[tls.curve])  # the only group offered, TLS 1.3 too
+        except ssl.SSLError as exc:  # X25519 on Python 3.11.2, whose call knows NIST curves only
+            problems.append(
+                f"tls_server_config.curve_preferences: {tls.curve} cannot be selected by this"
+                f" Python's ssl (Python {platform.python_version()}: {reason(exc)});"
+                " use CurveP256, CurveP384 or CurveP521, or remove the key"
+            )
+    problems += _load_cert_chain(context, tls)
     try:
         if tls.client_ca_file is not None:
             context.load_verify_locations(cafile=tls.client_ca_file)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -121,7 +122,7 @@ GOOD = {
         "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_AES_128_GCM_SHA256,"
         " TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA]\n  prefer_server_cipher_suites: false\n"
     ),
-    "one curve": _tls("  curve_preferences: [X25519]\n"),
+    "one curve": _tls("  curve_preferences: [CurveP521]\n"),
     "mtls with SANs": _tls(
         "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
         "  client_allowed_sans: [prometheus.example, 192.0.2.1]\n"
@@ -556,3 +557,29 @@ def test_allowed_sans_matches_any_san_exactly_as_go_writes_it() -> None:
     for refused in ("scraper.example", "A.example", "2001:DB8:0:0:0:0:0:7", "example.org"):
         assert not allowed_sans(cert, {refused}), refused
     assert not allowed_sans({}, {"a.example"})
+
+
+def _can_select_x25519() -> bool:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.set_ecdh_curve("X25519")
+    except ssl.SSLError:
+        return False
+    return True
+
+
+def test_x25519_is_accepted_exactly_where_this_pythons_ssl_can_select_it(
+    tmp_path: Path, certs: tuple[CA, Cert]
+) -> None:
+    """curve_preferences: [X25519] is accepted on a Python whose ssl can select it (3.11.7 and
+    later here) and refused at --config.check, with the reason, where it cannot (Debian 12's
+    3.11.2), rather than failing when the exporter starts."""
+    path = _write(tmp_path, _tls("  curve_preferences: [X25519]\n"), certs)
+    assert promtool_check(path).returncode == 0
+    if _can_select_x25519():
+        read_web_security(path)
+    else:
+        (problem,) = _problems(path)
+        assert problem.startswith(
+            "tls_server_config.curve_preferences: X25519 cannot be selected by this Python's ssl"
+        )
