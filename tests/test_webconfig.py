@@ -4,6 +4,7 @@ auth checks passwords."""
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import ssl
 import subprocess
@@ -91,6 +92,29 @@ def test_shipped_example_is_accepted_by_promtool_and_the_exporter(
     assert security.tls.cert_file == tmp_path / "tasks_exporter.crt"  # relative to the file
     assert security.tls.min_version == "TLS12"
     assert [user for user, _ in security.users] == ["prometheus"]
+
+
+def test_the_examples_commented_keys_work_once_uncommented(
+    tmp_path: Path, certs: tuple[CA, Cert]
+) -> None:
+    """Uncommenting every optional key of examples/web-config.yml (mutual TLS with allowed
+    SANs, a rate limit) gives a file the exporter accepts."""
+    text = re.sub(
+        r"^(\s*)# (\s*[a-z_]+:.*)$",
+        r"\1\2",
+        EXAMPLE.read_text(encoding="utf-8"),
+        flags=re.MULTILINE,
+    )
+    assert "\nrate_limit:\n" in text
+    assert "\n  client_allowed_sans: [" in text
+    path = _write(tmp_path, text)
+    shutil.copy(certs[1].cert, tmp_path / "tasks_exporter.crt")
+    shutil.copy(certs[1].key, tmp_path / "tasks_exporter.key")
+    shutil.copy(certs[0].cert, tmp_path / "scrapers-ca.crt")
+    security = read_web_security(path)
+    assert security.tls is not None
+    assert security.tls.client_allowed_sans == ("prometheus.example.org",)
+    assert security.rate_limit == RateLimitConfig(interval=0.1, burst=10)
 
 
 def test_the_example_placeholder_matches_no_password() -> None:
@@ -436,6 +460,21 @@ def test_private_key_readable_by_others_is_refused(tmp_path: Path, certs: tuple[
     assert f"chmod 600 {tmp_path / 'server.key'}" in problem
     (tmp_path / "server.key").chmod(0o640)  # group-readable (ssl-cert, say) is fine
     read_web_security(path)
+
+
+def test_inline_key_in_a_file_others_can_read_is_refused_without_showing_it(
+    tmp_path: Path, certs: tuple[CA, Cert]
+) -> None:
+    """A key given inline makes the web config file a key file: readable by others, it is
+    refused with the chmod that fixes it, and no line shows the key."""
+    path = _write(tmp_path, _inline(certs), certs)
+    read_web_security(path)
+    path.chmod(0o644)
+    (problem,) = _problems(path)
+    assert problem.startswith("tls_server_config.key: the file holding it:")
+    assert f"chmod 600 {path}" in problem
+    key_lines = certs[1].key.read_text(encoding="ascii").splitlines()[1:-1]
+    assert not any(line in problem for line in key_lines)
 
 
 def test_key_that_does_not_match_the_certificate_is_refused(
