@@ -306,7 +306,6 @@ class _Connection(asyncio.Protocol):
                         }
                     },
                 )
-                self._stop_handshake()
                 self.closing = True
                 wrapped.abort()
 
