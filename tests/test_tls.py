@@ -808,3 +808,79 @@ def test_rate_limit_answers_429_beyond_the_burst_for_all_clients_together(
         assert status("127.0.0.1") == 429
     finally:
         exporter.stop()
+
+
+def _curl_tls(port: int, pki: PKI, *args: str) -> str:
+    """The HTTP status curl gets for /-/healthy with these TLS options ("000": no connection)."""
+    argv = ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"]
+    argv += ["--cacert", str(pki.server_ca.cert), *args, f"https://127.0.0.1:{port}/-/healthy"]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=15).stdout
+
+
+def _python_tls(port: int, context: ssl.SSLContext) -> str | None:
+    """The cipher suite Python's ssl negotiates with this client context, or None."""
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            cipher = tls.cipher()
+            return None if cipher is None else cipher[0]
+    except OSError:
+        return None
+
+
+def test_default_tls12_suites_with_curl_and_python(tls_only: Exporter, pki: PKI) -> None:
+    """curl and Python's ssl, limited to TLS 1.2 and one CBC suite, cannot connect by default;
+    with an AEAD suite they can."""
+    for cipher in (*CBC_TLS12[:2], AEAD_TLS12[0]):
+        aead = cipher in AEAD_TLS12
+        status = _curl_tls(tls_only.port, pki, "--tls-max", "1.2", "--ciphers", cipher)
+        assert status == ("200" if aead else "000"), cipher
+        context = client_context(pki)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(cipher)
+        assert _python_tls(tls_only.port, context) == (cipher if aead else None)
+
+
+def test_min_and_max_version_bound_what_clients_may_speak(tmp_path: Path, pki: PKI) -> None:
+    """min_version TLS13 refuses a TLS 1.2-only client; max_version TLS12 refuses a TLS
+    1.3-only one; openssl, curl and Python's ssl alike."""
+    for bound, allowed, refused in (("min_version: TLS13", "1.3", "1.2"),
+                                    ("max_version: TLS12", "1.2", "1.3")):  # fmt: skip
+        exporter = _serve(tmp_path / bound[:3], pki, _server_tls(pki, f"  {bound}\n"))
+        try:
+            flag = {"1.2": "-tls1_2", "1.3": "-tls1_3"}
+            assert (handshake(exporter.port, pki, flag[allowed]) or {}).get(
+                "Protocol version"
+            ) == f"TLSv{allowed}"
+            assert handshake(exporter.port, pki, flag[refused]) is None
+            curl = {"1.2": ("--tlsv1.2", "--tls-max", "1.2"), "1.3": ("--tlsv1.3",)}
+            assert _curl_tls(exporter.port, pki, *curl[allowed]) == "200"
+            assert _curl_tls(exporter.port, pki, *curl[refused]) == "000"
+            version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+            for spoken, expected in ((allowed, True), (refused, False)):
+                context = client_context(pki)
+                context.minimum_version = context.maximum_version = version[spoken]
+                assert (_python_tls(exporter.port, context) is not None) == expected
+        finally:
+            exporter.stop()
+
+
+def test_verify_client_cert_if_given_lets_in_no_certificate_but_not_a_bad_one(
+    tmp_path: Path, pki: PKI
+) -> None:
+    """VerifyClientCertIfGiven: a client without a certificate is served, one with a
+    certificate from the trusted CA too, one with a certificate from another CA is refused in
+    the handshake; curl and Python's ssl alike."""
+    extra = (
+        f"  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: {pki.clients_ca.cert}\n"
+    )
+    exporter = _serve(tmp_path, pki, _server_tls(pki, extra))
+    try:
+        secure = Secure(exporter, pki, {})
+        for cert, expected in (("none", 200), ("client", 200), ("rogue", None)):
+            assert with_curl(secure, Attempt(cert=cert), tmp_path).status == expected, cert
+            assert with_python(secure, Attempt(cert=cert)).status == expected, cert
+    finally:
+        exporter.stop()
