@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import re
 import secrets
 import shutil
 import socket
@@ -638,7 +639,7 @@ def test_cipher_suites_are_the_listed_ones_in_the_servers_order_unless_told_othe
 ) -> None:
     """With cipher_suites (Go's names), TLS 1.2 offers exactly those, a CBC one included when
     listed; the server's order wins, and the client's once prefer_server_cipher_suites is
-    false (picked up from the edited file)."""
+    false (picked up from the edited file); openssl, curl and Python's ssl alike."""
     suites = (
         "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,"
         " TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,"
@@ -653,6 +654,9 @@ def test_cipher_suites_are_the_listed_ones_in_the_servers_order_unless_told_othe
         assert handshake(port, pki, "-tls1_2", "-cipher", GCM256) is None
         got = handshake(port, pki, "-tls1_2", "-cipher", f"{CHACHA}:{GCM128}")
         assert (got or {}).get("Ciphersuite") == GCM128  # the server's first
+        assert _python_cipher(port, pki, f"{CHACHA}:{GCM128}") == GCM128
+        assert _curl_cipher(port, pki, f"{CHACHA}:{GCM128}") == GCM128
+        assert _curl_cipher(port, pki, GCM256) is None
         got = handshake(port, pki, "-tls1_3")
         assert (got or {}).get("Protocol version") == "TLSv1.3"
 
@@ -667,13 +671,33 @@ def test_cipher_suites_are_the_listed_ones_in_the_servers_order_unless_told_othe
             timeout=5,
             what="the client's order to win",
         )
+        assert _python_cipher(port, pki, f"{CHACHA}:{GCM128}") == CHACHA
+        assert _curl_cipher(port, pki, f"{CHACHA}:{GCM128}") == CHACHA
     finally:
         exporter.stop()
 
 
+def _python_cipher(port: int, pki: PKI, ciphers: str) -> str | None:
+    """The suite Python's ssl gets over TLS 1.2 offering `ciphers` in that order, or None."""
+    context = client_context(pki)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    return _python_tls(port, context)
+
+
+def _curl_cipher(port: int, pki: PKI, ciphers: str) -> str | None:
+    """The suite curl reports using over TLS 1.2 offering `ciphers`, or None."""
+    argv = ["curl", "-sSv", "--max-time", "5", "-o", "/dev/null", "--cacert"]
+    argv += [str(pki.server_ca.cert), "--tls-max", "1.2", "--ciphers", ciphers]
+    argv.append(f"https://127.0.0.1:{port}/-/healthy")
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=15)
+    match = re.search(r"SSL connection using TLSv1\.2 / (\S+)", result.stderr)
+    return match[1] if match and result.returncode == 0 else None
+
+
 def test_curve_preferences_limits_the_key_exchange_to_the_curve(tmp_path: Path, pki: PKI) -> None:
     """curve_preferences with one curve: clients offering it connect (TLS 1.2 and 1.3), a
-    client offering only another curve cannot."""
+    client offering only another curve cannot; openssl, curl and Python's ssl alike."""
     exporter = _serve(tmp_path, pki, _server_tls(pki, "  curve_preferences: [CurveP384]\n"))
     try:
         for version in ("-tls1_2", "-tls1_3"):
@@ -682,6 +706,13 @@ def test_curve_preferences_limits_the_key_exchange_to_the_curve(tmp_path: Path, 
             assert got is not None, version
             assert "384" in got.get("Server Temp Key", ""), got  # P-384 or secp384r1
             assert handshake(exporter.port, pki, version, "-groups", "X25519:P-256") is None
+        for curve, served in (("P-384", True), ("P-256", False)):
+            status = _curl_tls(exporter.port, pki, "--tlsv1.3", "--curves", curve)
+            assert status == ("200" if served else "000"), curve
+            context = client_context(pki)
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
+            context.set_ecdh_curve({"P-384": "secp384r1", "P-256": "prime256v1"}[curve])
+            assert (_python_tls(exporter.port, context) is not None) == served, curve
     finally:
         exporter.stop()
 
