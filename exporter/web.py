@@ -255,7 +255,13 @@ class _Connection(asyncio.Protocol):
         self._keep_deadline()
         security = self.server.security()
         if security is not None and security.context is not None:
-            transport.pause_reading()  # nothing is read until TLS is up
+            # Nothing may be read until TLS is up: _start_tls peeks at the first byte, and TLS
+            # reads the handshake from the socket itself. The pause waits for the next turn of
+            # the loop: asyncio starts reading only after connection_made() returns, and Python
+            # 3.11.2 (Debian 12's) then starts it even if paused here (CPython gh-103607). On the
+            # next turn the reader is registered, and pausing removes it and cancels a read that
+            # the same turn's poll may have queued, on every version.
+            asyncio.get_running_loop().call_soon(transport.pause_reading)
             self.handshake = asyncio.ensure_future(self._start_tls(transport, security.context))
 
     async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
