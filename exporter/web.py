@@ -711,7 +711,8 @@ class Server:
         )
 
     async def start(self, sockets: Iterable[socket.socket] = ()) -> None:
-        """Bind every listen address, or serve the given sockets (systemd's), before returning.
+        """Bind every listen address, or take the given sockets (systemd's), before returning;
+        serve() then starts accepting on them.
 
         Given sockets are served as they are, and a reload leaves them alone.
         """
@@ -737,12 +738,24 @@ class Server:
             problems = "; ".join(exc.problems)
             raise ListenError(f"cannot use the web config file: {problems}") from None
 
-    async def _serve(self, socks: list[socket.socket]) -> list[asyncio.Server]:
+    async def serve(self) -> None:
+        """Start accepting connections on every socket start() bound or was given."""
+        for servers in self._listeners.values():
+            for server in servers:
+                await server.start_serving()
+
+    async def _serve(
+        self, socks: list[socket.socket], *, start_serving: bool = False
+    ) -> list[asyncio.Server]:
         loop = asyncio.get_running_loop()
         servers = []
         for sock in socks:
             sock.setblocking(False)  # noqa: FBT003 - the socket API
-            servers.append(await loop.create_server(lambda: _Connection(self), sock=sock))
+            servers.append(
+                await loop.create_server(
+                    lambda: _Connection(self), sock=sock, start_serving=start_serving
+                )
+            )
         return servers
 
     async def reconfigure(self, web: WebConfig, routes: Routes) -> None:
@@ -783,10 +796,10 @@ class Server:
             except ListenError:
                 with contextlib.suppress(ListenError):
                     for address, socks in _bind_all(list(dropped)).items():
-                        self._listeners[address] = await self._serve(socks)
+                        self._listeners[address] = await self._serve(socks, start_serving=True)
                 raise
         for address, socks in bound.items():
-            self._listeners[address] = await self._serve(socks)
+            self._listeners[address] = await self._serve(socks, start_serving=True)
         await _close_servers([s for a in removed for s in self._listeners.pop(a, [])])
 
     @property
