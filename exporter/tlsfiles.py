@@ -11,6 +11,8 @@ import stat
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from exporter.secret import foreign_owner
+
 # MySQL's --ssl-mode vocabulary, lower case: what the exporter asks of its database connection.
 DATABASE_TLS_MODES = ("disabled", "preferred", "required", "verify_ca", "verify_identity")
 
@@ -41,11 +43,14 @@ def load_files(
     problems: list[FileProblem] = []
     if cert is not None and key is not None:
         try:
-            mode = key.stat().st_mode
+            info = key.stat()
         except OSError as exc:
             problems.append(FileProblem("key", f"cannot read {key}: {exc.strerror or exc}"))
         else:
-            if mode & (stat.S_IROTH | stat.S_IWOTH):
+            mode = info.st_mode
+            if (foreign := foreign_owner(key, info.st_uid)) is not None:
+                problems.append(FileProblem("key", foreign))
+            elif mode & (stat.S_IROTH | stat.S_IWOTH):
                 problems.append(
                     FileProblem(
                         "key",

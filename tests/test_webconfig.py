@@ -4,6 +4,7 @@ auth checks passwords."""
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import subprocess
 import time
@@ -277,6 +278,22 @@ def test_private_key_readable_by_others_is_refused(tmp_path: Path, certs: tuple[
     assert "accessible by others (mode 0644)" in problem
     assert f"chmod 600 {tmp_path / 'server.key'}" in problem
     (tmp_path / "server.key").chmod(0o640)  # group-readable (ssl-cert, say) is fine
+    read_web_security(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_private_key_owned_by_another_user_is_refused(
+    tmp_path: Path, certs: tuple[CA, Cert]
+) -> None:
+    """A TLS key that another user owns is refused, even to root, naming the owner."""
+    path = _write(
+        tmp_path, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n", certs
+    )
+    os.chown(tmp_path / "server.key", 65534, 65534)  # nobody
+    (problem,) = _problems(path)
+    assert "key_file" in problem
+    assert f"{tmp_path / 'server.key'} is owned by uid 65534" in problem
+    os.chown(tmp_path / "server.key", 0, 0)
     read_web_security(path)
 
 
