@@ -21,7 +21,7 @@ from socket import socket
 from exporter import __version__, systemd
 from exporter import log as logs
 from exporter.collect import CollectionLoop
-from exporter.config import Config, ConfigError, ListenAddress, Overrides, load
+from exporter.config import Config, ConfigError, Overrides, load
 from exporter.exposition import Exposition, Part, Rendered, gauge
 from exporter.metrics import PREFIX, Counter, SnapshotMetrics
 from exporter.process import ProcessMetrics, python_info
@@ -184,7 +184,7 @@ class Service:
             )
 
     def _summary(self, config: Config) -> dict[str, object]:
-        listen = ",".join(str(ListenAddress(*a)) for a in self.server.addresses)
+        listen = ",".join(self.server.describe_listeners())
         return {
             "version": __version__,
             "listen": f"systemd:{listen}" if config.web.systemd_socket else listen,

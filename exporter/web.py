@@ -604,11 +604,23 @@ def _path(target: str) -> str | None:
     return target.split("?", 1)[0].split("#", 1)[0]
 
 
+def _every_interface(host: str) -> bool:
+    """`:port` and `[::]:port` mean every interface, IPv4 and IPv6, as Go exporters read them
+    (`0.0.0.0:port` is IPv4 only)."""
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host) == ipaddress.IPv6Address("::")
+    except ValueError:
+        return False
+
+
 def _bind(address: ListenAddress) -> list[socket.socket]:
-    """Listening sockets for one address; `:port` is one dual-stack socket where IPv6 exists."""
+    """Listening sockets for one address; `:port` and `[::]:port` are one dual-stack socket
+    where IPv6 exists."""
     seen: list[socket.socket] = []
     try:
-        if not address.host:
+        if _every_interface(address.host):
             if socket.has_dualstack_ipv6():
                 return [
                     socket.create_server(
@@ -801,6 +813,18 @@ class Server:
         for address, socks in bound.items():
             self._listeners[address] = await self._serve(socks, start_serving=True)
         await _close_servers([s for a in removed for s in self._listeners.pop(a, [])])
+
+    def describe_listeners(self) -> list[str]:
+        """Where it listens, for the start line: every interface as configured (`:9775`,
+        `[::]:9775` and `0.0.0.0:9775` differ), other addresses as bound."""
+        described = []
+        for address, servers in self._listeners.items():
+            bound = [s.getsockname()[:2] for srv in servers for s in srv.sockets]
+            if address is not None and _every_interface(address.host) and bound:
+                described.append(str(ListenAddress(address.host, bound[0][1])))
+            else:
+                described += [str(ListenAddress(*b)) for b in bound]
+        return described
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
