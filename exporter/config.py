@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import resource
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -613,11 +614,19 @@ def _web(s: _Section) -> WebConfig:
             "is empty, which would refuse everyone; list the networks Prometheus scrapes from"
             ' (to allow every client, say so: ["0.0.0.0/0", "::/0"])',
         )
+    max_connections = s.get("max_connections", d.max_connections, _int_in(2, 100_000))
+    if (files := open_files_needed(max_connections)) > (limit := open_files_limit()):
+        s.problem(
+            "max_connections",
+            f"{max_connections} connections need up to {files} open files, above this process's"
+            f" limit of {limit} (ulimit -Hn; LimitNOFILE= in a systemd unit): lower"
+            " max_connections or raise the limit",
+        )
     config = WebConfig(
         listen_addresses=listen,
         telemetry_path=s.get("telemetry_path", d.telemetry_path, _telemetry_path),
         allow=allow,
-        max_connections=s.get("max_connections", d.max_connections, _int_in(2, 100_000)),
+        max_connections=max_connections,
         request_timeout=s.get("request_timeout", d.request_timeout, parse_duration),
         idle_timeout=s.get("idle_timeout", d.idle_timeout, parse_duration),
         systemd_socket=systemd_socket,
@@ -625,6 +634,24 @@ def _web(s: _Section) -> WebConfig:
     )
     s.finish()
     return config
+
+
+# Files the exporter holds besides its clients' connections: listening sockets, the database
+# connection, the log, Python's own, with room to spare.
+RESERVED_OPEN_FILES = 64
+
+
+def open_files_needed(max_connections: int) -> int:
+    """Open files the exporter may need at most: two per connection (a TLS handshake holds the
+    connection and a duplicate of it while it waits for the first byte) and the reserve."""
+    return 2 * max_connections + RESERVED_OPEN_FILES
+
+
+def open_files_limit() -> int:
+    """The most open files this process can have: its hard limit, to which the exporter raises
+    its soft limit when it starts (as Go programs do)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return hard if hard != resource.RLIM_INFINITY else 1 << 20
 
 
 def _web_security(s: _Section) -> WebSecurity | None:

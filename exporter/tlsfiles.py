@@ -11,6 +11,8 @@ import stat
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from exporter.secret import foreign_owner
+
 # MySQL's --ssl-mode vocabulary, lower case: what the exporter asks of its database connection.
 DATABASE_TLS_MODES = ("disabled", "preferred", "required", "verify_ca", "verify_identity")
 
@@ -36,11 +38,15 @@ def reason(exc: OSError) -> str:
 
 
 def too_open(key: Path) -> str | None:
-    """Why a file holding a private key may not be used (others may read it), or None."""
+    """Why a file holding a private key may not be used (others may read it, or another user
+    owns it), or None."""
     try:
-        mode = key.stat().st_mode
+        info = key.stat()
     except OSError as exc:
         return f"cannot read {key}: {exc.strerror or exc}"
+    mode = info.st_mode
+    if (foreign := foreign_owner(key, info.st_uid)) is not None:
+        return foreign
     if mode & (stat.S_IROTH | stat.S_IWOTH):
         return (
             f"{key} is accessible by others (mode {stat.S_IMODE(mode):04o});"

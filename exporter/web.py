@@ -255,7 +255,13 @@ class _Connection(asyncio.Protocol):
         self._keep_deadline()
         security = self.server.security()
         if security is not None and security.context is not None:
-            transport.pause_reading()  # nothing is read until TLS is up
+            # Nothing may be read until TLS is up: _start_tls peeks at the first byte, and TLS
+            # reads the handshake from the socket itself. The pause waits for the next turn of
+            # the loop: asyncio starts reading only after connection_made() returns, and Python
+            # 3.11.2 (Debian 12's) then starts it even if paused here (CPython gh-103607). On the
+            # next turn the reader is registered, and pausing removes it and cancels a read that
+            # the same turn's poll may have queued, on every version.
+            asyncio.get_running_loop().call_soon(transport.pause_reading)
             self.handshake = asyncio.ensure_future(
                 self._start_tls(transport, security.context, _allowed_sans(security))
             )
@@ -630,11 +636,23 @@ def _path(target: str) -> str | None:
     return target.split("?", 1)[0].split("#", 1)[0]
 
 
+def _every_interface(host: str) -> bool:
+    """`:port` and `[::]:port` mean every interface, IPv4 and IPv6, as Go exporters read them
+    (`0.0.0.0:port` is IPv4 only)."""
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host) == ipaddress.IPv6Address("::")
+    except ValueError:
+        return False
+
+
 def _bind(address: ListenAddress) -> list[socket.socket]:
-    """Listening sockets for one address; `:port` is one dual-stack socket where IPv6 exists."""
+    """Listening sockets for one address; `:port` and `[::]:port` are one dual-stack socket
+    where IPv6 exists."""
     seen: list[socket.socket] = []
     try:
-        if not address.host:
+        if _every_interface(address.host):
             if socket.has_dualstack_ipv6():
                 return [
                     socket.create_server(
@@ -753,7 +771,8 @@ class Server:
         )
 
     async def start(self, sockets: Iterable[socket.socket] = ()) -> None:
-        """Bind every listen address, or serve the given sockets (systemd's), before returning.
+        """Bind every listen address, or take the given sockets (systemd's), before returning;
+        serve() then starts accepting on them.
 
         Given sockets are served as they are, and a reload leaves them alone.
         """
@@ -779,12 +798,24 @@ class Server:
             problems = "; ".join(exc.problems)
             raise ListenError(f"cannot use the web config file: {problems}") from None
 
-    async def _serve(self, socks: list[socket.socket]) -> list[asyncio.Server]:
+    async def serve(self) -> None:
+        """Start accepting connections on every socket start() bound or was given."""
+        for servers in self._listeners.values():
+            for server in servers:
+                await server.start_serving()
+
+    async def _serve(
+        self, socks: list[socket.socket], *, start_serving: bool = False
+    ) -> list[asyncio.Server]:
         loop = asyncio.get_running_loop()
         servers = []
         for sock in socks:
             sock.setblocking(False)  # noqa: FBT003 - the socket API
-            servers.append(await loop.create_server(lambda: _Connection(self), sock=sock))
+            servers.append(
+                await loop.create_server(
+                    lambda: _Connection(self), sock=sock, start_serving=start_serving
+                )
+            )
         return servers
 
     async def reconfigure(self, web: WebConfig, routes: Routes) -> None:
@@ -825,11 +856,23 @@ class Server:
             except ListenError:
                 with contextlib.suppress(ListenError):
                     for address, socks in _bind_all(list(dropped)).items():
-                        self._listeners[address] = await self._serve(socks)
+                        self._listeners[address] = await self._serve(socks, start_serving=True)
                 raise
         for address, socks in bound.items():
-            self._listeners[address] = await self._serve(socks)
+            self._listeners[address] = await self._serve(socks, start_serving=True)
         await _close_servers([s for a in removed for s in self._listeners.pop(a, [])])
+
+    def describe_listeners(self) -> list[str]:
+        """Where it listens, for the start line: every interface as configured (`:9775`,
+        `[::]:9775` and `0.0.0.0:9775` differ), other addresses as bound."""
+        described = []
+        for address, servers in self._listeners.items():
+            bound = [s.getsockname()[:2] for srv in servers for s in srv.sockets]
+            if address is not None and _every_interface(address.host) and bound:
+                described.append(str(ListenAddress(address.host, bound[0][1])))
+            else:
+                described += [str(ListenAddress(*b)) for b in bound]
+        return described
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

@@ -153,6 +153,22 @@ def test_secret_file_open_to_group_or_others_is_refused(tmp_path: Path, mode: in
     assert "chmod 600" in problem
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+@pytest.mark.parametrize("setting", ["password_file", "option_file"])
+def test_secret_file_owned_by_another_user_is_refused(tmp_path: Path, setting: str) -> None:
+    """A private password file that another user owns is refused, even to root, naming the
+    owner and the fix; the same file owned by root is accepted."""
+    secret = write_secret(tmp_path / "pw", "[client]\npassword=x\n", 0o600)
+    config = f'[database]\nuser = "u"\ndatabase = "d"\n{setting} = "{secret}"\n'
+    os.chown(secret, 65534, 65534)  # nobody
+    (problem,) = _problems(tmp_path, config)
+    assert problem.startswith(f"database.{setting}:")
+    assert f"{secret} is owned by uid 65534" in problem
+    assert f"chown 0 {secret}" in problem
+    os.chown(secret, 0, 0)
+    assert _load(tmp_path, config).database.user == "u"
+
+
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
 def test_secret_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
     """A FIFO or a directory given as the password file is refused at once, naming it."""

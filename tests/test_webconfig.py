@@ -4,6 +4,7 @@ auth checks passwords."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 import ssl
@@ -475,6 +476,22 @@ def test_inline_key_in_a_file_others_can_read_is_refused_without_showing_it(
     assert f"chmod 600 {path}" in problem
     key_lines = certs[1].key.read_text(encoding="ascii").splitlines()[1:-1]
     assert not any(line in problem for line in key_lines)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_private_key_owned_by_another_user_is_refused(
+    tmp_path: Path, certs: tuple[CA, Cert]
+) -> None:
+    """A TLS key that another user owns is refused, even to root, naming the owner."""
+    path = _write(
+        tmp_path, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n", certs
+    )
+    os.chown(tmp_path / "server.key", 65534, 65534)  # nobody
+    (problem,) = _problems(path)
+    assert "key_file" in problem
+    assert f"{tmp_path / 'server.key'} is owned by uid 65534" in problem
+    os.chown(tmp_path / "server.key", 0, 0)
+    read_web_security(path)
 
 
 def test_key_that_does_not_match_the_certificate_is_refused(
