@@ -219,14 +219,28 @@ def parse_listen_address(text: str) -> ListenAddress:
     return ListenAddress(host, int(port_text))
 
 
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
 def parse_network(text: str) -> Network:
     try:
-        return ipaddress.ip_network(text.strip(), strict=True)
+        network = ipaddress.ip_network(text.strip(), strict=True)
     except ValueError as exc:
         if "has host bits set" in str(exc):
             loose = ipaddress.ip_network(text.strip(), strict=False)
             raise ValueError(f"{text!r} has host bits set; did you mean {loose}?") from None
         raise ValueError(f"{text!r} is not an IPv4 or IPv6 network (CIDR)") from None
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        # Clients that arrive IPv4-mapped on a dual-stack socket are matched as IPv4, so this
+        # entry could never match anyone.
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None  # noqa: S101 - inside ::ffff:0:0/96
+        meant = ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+        raise ValueError(
+            f"{text!r} is an IPv4-mapped IPv6 network, which never matches: IPv4 clients are"
+            f" matched as IPv4 even on a dual-stack socket; write {meant}"
+        )
+    return network
 
 
 def parse_identifier(text: str) -> str:

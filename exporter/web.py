@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
     from exporter.auth import BasicAuth
-    from exporter.webconfig import ActiveSecurity, LiveSecurity
+    from exporter.webconfig import ActiveSecurity, LiveSecurity, RateLimit
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEAD = 16 * 1024  # request line and headers together
@@ -262,9 +262,13 @@ class _Connection(asyncio.Protocol):
             # next turn the reader is registered, and pausing removes it and cancels a read that
             # the same turn's poll may have queued, on every version.
             asyncio.get_running_loop().call_soon(transport.pause_reading)
-            self.handshake = asyncio.ensure_future(self._start_tls(transport, security.context))
+            self.handshake = asyncio.ensure_future(
+                self._start_tls(transport, security.context, _allowed_sans(security))
+            )
 
-    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+    async def _start_tls(
+        self, raw: asyncio.Transport, context: ssl.SSLContext, sans: tuple[str, ...] | None
+    ) -> None:
         """Wrap the connection in TLS, or mark it to answer plain HTTP with a 400 saying why."""
         wrapped: asyncio.Transport | None = None
         try:
@@ -296,6 +300,20 @@ class _Connection(asyncio.Protocol):
         if wrapped is not None:
             self.transport = wrapped
             self.tls = True
+            if sans is not None and not _has_allowed_san(wrapped, sans):
+                # As the toolkit: a verified certificate without an allowed SAN is refused.
+                peer = raw.get_extra_info("peername")
+                self.server.log.debug(
+                    "TLS client refused",
+                    extra={
+                        "kv": {
+                            "client": peer[0] if peer else "?",
+                            "err": "no allowed SAN in the client certificate",
+                        }
+                    },
+                )
+                self.closing = True
+                wrapped.abort()
 
     def _abandon(self, raw: asyncio.Transport) -> None:
         """End a connection that never got to HTTP (its protocol was not told it closed)."""
@@ -477,6 +495,8 @@ class _Connection(asyncio.Protocol):
         """Answer a parsed request if it may be answered (TLS, basic auth), as _handle."""
         if self.plain_on_tls:
             return self._send(Response(HTTPStatus.BAD_REQUEST, _PLAIN_ON_TLS, close=True))
+        if self.server.rate_limited():  # before auth, as the toolkit does
+            return self._send(_text(HTTPStatus.TOO_MANY_REQUESTS), keep_alive=keep_alive)
         allowed = self.server.authorize(headers)
         if isinstance(allowed, asyncio.Future):
             self.pending = allowed
@@ -542,6 +562,18 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.server.closed(self)
         self.closing = True
+
+
+def _allowed_sans(security: ActiveSecurity) -> tuple[str, ...] | None:
+    tls = security.config.tls
+    return None if tls is None else tls.client_allowed_sans
+
+
+def _has_allowed_san(wrapped: asyncio.Transport, sans: tuple[str, ...]) -> bool:
+    from exporter.webconfig import allowed_sans  # noqa: PLC0415 - see Server.__init__
+
+    peercert = wrapped.get_extra_info("peercert")
+    return isinstance(peercert, dict) and allowed_sans(peercert, sans)
 
 
 async def _first_byte(transport: asyncio.Transport) -> bytes:
@@ -687,11 +719,27 @@ class Server:
         self._live: LiveSecurity | None = None
         self._auth: BasicAuth | None = None
         self._bcrypt: ThreadPoolExecutor | None = None
+        self._rate: RateLimit | None = None
 
     def security(self) -> ActiveSecurity | None:
         """The web configuration file's TLS, users and headers as they are now (None: no file),
         following the files it names as they change. start() and reconfigure() set it up."""
         return None if self._live is None else self._live.current()
+
+    def rate_limited(self) -> bool:
+        """Whether the web config file's rate_limit refuses a request arriving now. One bucket
+        for the server, kept while the setting is unchanged."""
+        security = self.security()
+        config = None if security is None else security.config.rate_limit
+        if config is None:
+            self._rate = None
+            return False
+        now = time.monotonic()
+        if self._rate is None or self._rate.config != config:
+            from exporter.webconfig import RateLimit  # noqa: PLC0415 - see __init__
+
+            self._rate = RateLimit(config, now)
+        return not self._rate.allow(now)
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         """The headers the web configuration file adds to every response."""

@@ -284,6 +284,22 @@ def test_host_bits_set_suggests_the_network(tmp_path: Path) -> None:
     assert "did you mean 10.0.0.0/8" in problem
 
 
+@pytest.mark.parametrize(
+    ("entry", "meant"),
+    [("::ffff:10.0.0.0/104", "10.0.0.0/8"), ("::ffff:192.0.2.7/128", "192.0.2.7/32")],
+)
+def test_ipv4_mapped_network_is_refused_with_its_ipv4_form(
+    tmp_path: Path, entry: str, meant: str
+) -> None:
+    """An IPv4-mapped IPv6 network in the allowlist, which could never match because IPv4
+    clients are matched as IPv4, is refused with the IPv4 network to write instead."""
+    text = _minimal(tmp_path) + f'[web]\nallow = ["{entry}"]\n'
+    (problem,) = _problems(tmp_path, text)
+    assert problem.startswith("web.allow:"), problem
+    assert f"{entry!r} is an IPv4-mapped IPv6 network" in problem
+    assert f"write {meant}" in problem
+
+
 def test_invalid_toml_is_one_clear_line(tmp_path: Path) -> None:
     """A TOML syntax error names the file."""
     (problem,) = _problems(tmp_path, "[database\n")
