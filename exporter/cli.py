@@ -12,16 +12,17 @@ import logging
 import os
 import platform
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import Config, ConfigError, Overrides, load
-from exporter.exposition import render
-from exporter.metrics import families
+from exporter.metrics.collectors import SnapshotCollector
+from exporter.metrics.exposition import Exposition
 from exporter.service import Service, make_source
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -97,6 +98,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="exporter-toolkit web configuration (YAML): TLS, headers, basic auth users",
     )
     parser.add_argument(
+        "--web.disable-exporter-metrics",
+        dest="disable_exporter_metrics",
+        action="store_true",
+        help="leave out the process_* and python_info metrics about the exporter itself",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         metavar="LEVEL",
@@ -154,7 +161,9 @@ def once(collection: CollectionLoop) -> int:
     if not snapshot.up:
         print(f"tasks_exporter: collection failed: {snapshot.error}", file=sys.stderr)
         return EXIT_FAILURE
-    text = render(families(snapshot, time.time(), __version__), openmetrics=False)
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(lambda: snapshot, __version__))
+    text, _, _ = Exposition(registry, state=lambda: snapshot).render(None, None)
     sys.stdout.write(text.decode("utf-8"))
     return EXIT_OK
 
@@ -173,6 +182,7 @@ def serve(
             overrides=overrides,
             demo_path=demo_path,
             logger=logger,
+            exporter_metrics=not args.disable_exporter_metrics,
         )
         return await service.run()
 
