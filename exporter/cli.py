@@ -28,24 +28,11 @@ from exporter.service import Service, make_source
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, given the terminal width so that it does not import shutil to
-    find it: shutil brings bz2 and lzma, 0.4 MiB of resident memory for the process's life."""
-
-    def __init__(self, prog: str) -> None:
-        try:
-            width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size().columns
-        except (ValueError, OSError):
-            width = 80
-        super().__init__(prog, width=width - 2)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="tasks_exporter",
         description="Prometheus exporter: task counts per status from a MySQL/MariaDB table.",
         allow_abbrev=False,
-        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--config.file",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import io
 import json
 import logging
@@ -15,7 +14,6 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import log as logs
-from exporter import page
 from exporter.collect import Snapshot, shape
 from exporter.config import DatabaseConfig, TasksConfig, parse_network
 from exporter.metrics.collectors import SnapshotCollector, families
@@ -339,12 +337,6 @@ def test_logfmt_values_that_need_quotes_are_json_strings(text: str) -> None:
     written = logs._logfmt_value(text)
     if written != text:
         assert written == json.dumps(text, ensure_ascii=False)
-
-
-@given(st.text(max_size=40))
-def test_page_escaping_is_html_escape(text: str) -> None:
-    """The landing page escapes text exactly as html.escape does."""
-    assert page.escape(text) == html.escape(text)
 
 
 @pytest.mark.parametrize(
