@@ -293,7 +293,6 @@ class Bench:
         log(f"CPU at one scrape a second: {seconds:g} s")
         pid = pid_of(exporter)
         conn = http.client.HTTPConnection(exporter.host, exporter.port, timeout=10)
-        bodies: set[bytes] = set()
         scrapes = 0
         try:
             before = cpu_ticks(pid)
@@ -301,7 +300,7 @@ class Bench:
             while time.monotonic() - started < seconds:
                 conn.request("GET", "/metrics", headers={**OPENMETRICS, **GZIP})
                 response = conn.getresponse()
-                bodies.add(response.read())
+                response.read()
                 assert response.status == 200  # noqa: S101 - the exporter serves
                 scrapes += 1
                 time.sleep(1.0)
@@ -313,8 +312,7 @@ class Bench:
         return [
             Row(
                 "CPU at one scrape a second, 3 rows, OpenMetrics, gzip",
-                f"{per_minute:.2f} s per minute ({scrapes} scrapes, {len(bodies)} distinct"
-                f" bodies, in {elapsed:.0f} s)",
+                f"{per_minute:.2f} s per minute ({scrapes} scrapes in {elapsed:.0f} s)",
                 f"<= {CPU_PER_MINUTE_S} s per minute",
                 "",
                 per_minute <= CPU_PER_MINUTE_S,
