@@ -26,9 +26,11 @@ from test_install import REPO, Moved, readme_blocks
 from conftest import SEED
 from support import parse_metrics, task_counts, value, wait_for
 
+if (why := container.unavailable()) is not None:
+    pytest.skip(why, allow_module_level=True)  # one line for the module, not one per test
+
 pytestmark = [
     pytest.mark.systemd,
-    pytest.mark.skipif(container.unavailable() is not None, reason=str(container.unavailable())),
     pytest.mark.usefixtures("checked"),  # README steps 1-5, done once for every test here
 ]
 
