@@ -334,10 +334,18 @@ def test_tls_with_key_and_certificate_from_load_credential(
             ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", METRICS]
         ).stdout
         assert plain in ("400", "000")  # the documented 400, or closed on: never the metrics
+
+        # Without the drop-in the dynamic user cannot read the root-only key: a config error.
+        machine.run(["rm", "-r", "/etc/systemd/system/tasks_exporter.service.d"], check=True)
+        machine.run(["systemctl", "daemon-reload"], check=True)
+        assert machine.run(["systemctl", "restart", SERVICE]).returncode != 0
+        assert show(machine, "ExecMainStatus") == {"ExecMainStatus": "2"}
+        assert "tls-key.pem" in journal(machine).rsplit("Starting", 1)[-1]
     finally:
         machine.run(["rm", "-rf", "/etc/systemd/system/tasks_exporter.service.d"])
         machine.run(["install", "-m", "0644", "/dev/stdin", CONFIG], stdin=original, check=True)
         machine.run(["systemctl", "daemon-reload"], check=True)
+        machine.run(["systemctl", "reset-failed", SERVICE])
         machine.run(["systemctl", "restart", SERVICE])
 
 
