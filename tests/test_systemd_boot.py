@@ -31,7 +31,7 @@ if (why := container.unavailable()) is not None:
 
 pytestmark = [
     pytest.mark.systemd,
-    pytest.mark.usefixtures("checked"),  # README steps 1-5, done once for every test here
+    pytest.mark.usefixtures("checked"),  # README steps 1-6, done once for every test here
 ]
 
 CHECKOUT = "/root/tasks_exporter"  # the checkout inside the container: the wheel and systemd/
