@@ -3,7 +3,7 @@ the running systemd then shows: socket activation, readiness, reload, the sandbo
 filter, TLS through credentials, a bad config failing once, a quick stop.
 
 The tests run in order against one booted container (module fixtures), as an administrator
-would go through the steps; `-m systemd` selects them, `-m "not systemd"` leaves them out.
+would go through the steps; `-m container` selects them, `-m "not container"` leaves them out.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ if (why := container.unavailable()) is not None:
     pytest.skip(why, allow_module_level=True)  # one line for the module, not one per test
 
 pytestmark = [
-    pytest.mark.systemd,
+    pytest.mark.container,
     pytest.mark.usefixtures("checked"),  # README steps 1-6, done once for every test here
 ]
 
