@@ -25,7 +25,7 @@ from exporter.secret import (
 from exporter.tlsfiles import DATABASE_TLS_MODES, TLSFilesError, database_context
 
 if TYPE_CHECKING:
-    from exporter.webconfig import WebSecurity
+    from exporter.web.security.webconfig import WebSecurity
 
 T = TypeVar("T")
 
@@ -619,7 +619,7 @@ def _web_security(s: _Section) -> WebSecurity | None:
     if path is None:
         return None
     # Only exporters given a web config file load its code (and PyYAML, bcrypt): memory.
-    from exporter.webconfig import WebConfigError, read_web_security  # noqa: PLC0415
+    from exporter.web.security.webconfig import WebConfigError, read_web_security  # noqa: PLC0415
 
     try:
         return read_web_security(Path(path))

@@ -36,8 +36,8 @@ from exporter.page import CONTENT_SECURITY_POLICY, render
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
-    from exporter.auth import BasicAuth
-    from exporter.webconfig import ActiveSecurity, LiveSecurity
+    from exporter.web.security.auth import BasicAuth
+    from exporter.web.security.webconfig import ActiveSecurity, LiveSecurity
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEAD = 16 * 1024  # request line and headers together
@@ -686,7 +686,7 @@ class Server:
         security = self.security()
         if security is None or security.users is None:
             return True
-        from exporter.auth import BasicAuth, parse_basic  # noqa: PLC0415 - see __init__
+        from exporter.web.security.auth import BasicAuth, parse_basic  # noqa: PLC0415 - see __init__
 
         credentials = parse_basic(headers.get("authorization"))
         if credentials is None:
@@ -723,7 +723,7 @@ class Server:
         gone bad since the configuration was checked. ListenError says why they cannot be used."""
         if web.security is None:
             return None
-        from exporter.webconfig import LiveSecurity, WebConfigError  # noqa: PLC0415 - see __init__
+        from exporter.web.security.webconfig import LiveSecurity, WebConfigError  # noqa: PLC0415 - see __init__
 
         try:
             return LiveSecurity(web.security, self.log)
