@@ -124,6 +124,7 @@ class WebConfig:
     telemetry_path: str = "/metrics"
     allow: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in DEFAULT_ALLOW)
     max_connections: int = 100
+    max_requests: int = 40  # metrics requests answered at once (--web.max-requests); 0: any
     request_timeout: float = 10.0
     idle_timeout: float = 75.0
     systemd_socket: bool = False  # serve the sockets systemd passes instead of listening
@@ -153,6 +154,7 @@ class Overrides:
     listen_addresses: tuple[str, ...] = ()
     telemetry_path: str | None = None
     web_config_file: str | None = None
+    max_requests: int | None = None
     log_level: str | None = None
     log_format: str | None = None
     demo: bool = False
@@ -165,6 +167,7 @@ _FLAG_NAMES = {
     "web.telemetry_path": "--web.telemetry-path",
     "web.systemd_socket": "--web.systemd-socket",
     "web.config_file": "--web.config.file",
+    "web.max_requests": "--web.max-requests",
     "log.level": "--log.level",
     "log.format": "--log.format",
 }
@@ -372,6 +375,7 @@ def load(path: Path | None, overrides: Overrides, environ: Mapping[str, str]) ->
         "telemetry_path": overrides.telemetry_path,
         "systemd_socket": overrides.systemd_socket or None,
         "config_file": overrides.web_config_file,
+        "max_requests": overrides.max_requests,
     }
     log_flags: dict[str, object] = {"level": overrides.log_level, "format": overrides.log_format}
 
@@ -604,6 +608,7 @@ def _web(s: _Section) -> WebConfig:
         telemetry_path=s.get("telemetry_path", d.telemetry_path, _telemetry_path),
         allow=allow,
         max_connections=s.get("max_connections", d.max_connections, _int_in(2, 100_000)),
+        max_requests=s.get("max_requests", d.max_requests, _int_in(0, 100_000)),
         request_timeout=s.get("request_timeout", d.request_timeout, parse_duration),
         idle_timeout=s.get("idle_timeout", d.idle_timeout, parse_duration),
         systemd_socket=systemd_socket,

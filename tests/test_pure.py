@@ -22,7 +22,8 @@ from exporter.exposition import render as render_metrics
 from exporter.metrics import families
 from exporter.mysql import is_local
 from exporter.page import render
-from exporter.web import Allowlist, RefusalLog, _path, client_address
+from exporter.web.allowlist import Allowlist, RefusalLog, client_address
+from exporter.web.parsing import _path
 from support import parse_metrics, task_counts, value
 
 TASKS = TasksConfig()
