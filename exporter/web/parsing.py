@@ -100,7 +100,7 @@ def parse_head(head: bytes) -> Request | HTTPStatus:  # noqa: PLR0911 - a return
     path = _path(line["target"].decode("ascii"))
     http11 = line["minor"] == b"1"
     body = _has_body(headers)
-    if path is None or body is None or (http11 and not _one_host(fields)):
+    if path is None or body is None or not _host_ok(fields, http11=http11):
         return HTTPStatus.BAD_REQUEST
     tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
     keep_alive = "close" not in tokens if http11 else "keep-alive" in tokens
@@ -118,10 +118,12 @@ def _lines(head: bytes) -> list[bytes]:
 def _has_body(headers: dict[str, str]) -> bool | None:
     """Whether the request announces a body; None when its framing is invalid."""
     encoding = headers.get("transfer-encoding")
-    if encoding is not None:
-        # Only chunked exists in HTTP/1.1, once; h11 refuses anything else too.
-        return True if encoding.lower() == "chunked" else None
     length = headers.get("content-length")
+    if encoding is not None:
+        # Only chunked exists in HTTP/1.1, once; h11 refuses anything else too. With a
+        # Content-Length as well, the request is refused (RFC 9112, 6.3 allows it): one of
+        # two framings is a smuggling attempt.
+        return True if encoding.lower() == "chunked" and length is None else None
     if length is None:
         return False
     values = {v.strip(" \t") for v in length.split(",")}
@@ -133,9 +135,10 @@ def _has_body(headers: dict[str, str]) -> bool | None:
     return int(value) != 0
 
 
-def _one_host(fields: list[bytes]) -> bool:
-    """RFC 9112, 3.2: an HTTP/1.1 request has exactly one Host field."""
-    return sum(1 for f in fields if f[:5].lower() == b"host:") == 1
+def _host_ok(fields: list[bytes], *, http11: bool) -> bool:
+    """RFC 9112, 3.2: never more than one Host field, and one in an HTTP/1.1 request."""
+    hosts = sum(1 for f in fields if f[:5].lower() == b"host:")
+    return hosts == 1 or (hosts == 0 and not http11)
 
 
 def _path(target: str) -> str | None:
