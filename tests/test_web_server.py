@@ -92,6 +92,7 @@ async def serving(
     refused = Refused()
     server = Server(routes=routes, web=web, refused_total=refused, logger=logging.getLogger(LOGGER))
     await server.start()
+    await server.serve()
     try:
         yield Served(server, server.addresses[0][1], web, refused)
     finally:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from exporter.web.parsing import MAX_HEAD, HeadTooLarge, Request, parse_head, read_head
 from exporter.web.routes import Response, text, wire
+from exporter.web.security.webconfig import ActiveSecurity, allowed_sans
 
 if TYPE_CHECKING:
     from exporter.web.server import Server
@@ -115,9 +116,14 @@ async def serve(sock: socket.socket, slot: Slot, server: Server) -> None:
     reset_it = True  # when evicted, refused by a reload, stopped, or the client does not read
     client = {"client": str(slot.address)}
     try:
-        web = server.web
+        web, security = server.web, server.security()
+        context = None if security is None else security.context
         async with asyncio.timeout_at(slot.since + web.request_timeout):
-            streams = await _open(sock, slot, server.tls_context(), web.request_timeout)
+            streams = await _open(sock, slot, context, web.request_timeout)
+            if streams is not None and not _allowed_client(streams, security):
+                err = "no allowed SAN in the client certificate"
+                server.log.debug("TLS client refused", extra={"kv": {**client, "err": err}})
+                return
             first = b"" if streams is None else await streams.reader.read(1)
         if streams is not None and (not first or await _exchange(streams, first, slot, server)):
             await _close(streams.writer, server.web.request_timeout)
@@ -181,6 +187,16 @@ async def _open(
     return _Streams(reader, writer, protocol, plain_on_tls, verified)
 
 
+def _allowed_client(streams: _Streams, security: ActiveSecurity | None) -> bool:
+    """False when client_allowed_sans is set and the verified client certificate has none of
+    them, as the toolkit refuses it."""
+    tls = None if security is None else security.config.tls
+    if tls is None or tls.client_allowed_sans is None or streams.plain_on_tls:
+        return True
+    peercert = streams.writer.get_extra_info("peercert")
+    return isinstance(peercert, dict) and allowed_sans(peercert, tls.client_allowed_sans)
+
+
 async def _peek(sock: socket.socket) -> bytes:
     """The first byte the client sends, left unread for TLS to read; b"" if it closes first."""
     loop = asyncio.get_running_loop()
@@ -235,6 +251,8 @@ async def _exchange(streams: _Streams, first: bytes, slot: Slot, server: Server)
 
 async def _answer(streams: _Streams, request: Request, slot: Slot, server: Server) -> bool:
     """Authorize and answer one request; False when the connection closes after it."""
+    if server.rate_limited():  # before authorization, as the toolkit does
+        return await _send(streams, server, text(HTTPStatus.TOO_MANY_REQUESTS), request)
     authorized = await _authorize(streams, request, server)
     if authorized is False:
         challenge = (("WWW-Authenticate", _CHALLENGE),)

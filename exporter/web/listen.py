@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Iterable
 
@@ -12,11 +13,23 @@ class ListenError(Exception):
     """A listen address could not be bound; the message names it."""
 
 
+def every_interface(host: str) -> bool:
+    """`:port` and `[::]:port` mean every interface, IPv4 and IPv6, as Go exporters read them
+    (`0.0.0.0:port` is IPv4 only)."""
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host) == ipaddress.IPv6Address("::")
+    except ValueError:
+        return False
+
+
 def bind(address: ListenAddress) -> list[socket.socket]:
-    """Listening sockets for one address; `:port` is one dual-stack socket where IPv6 exists."""
+    """Listening sockets for one address; `:port` and `[::]:port` are one dual-stack socket
+    where IPv6 exists."""
     seen: list[socket.socket] = []
     try:
-        if not address.host:
+        if every_interface(address.host):
             if socket.has_dualstack_ipv6():
                 return [
                     socket.create_server(

@@ -15,7 +15,7 @@ import contextlib
 import errno
 import logging
 import socket
-import ssl
+import time
 from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from typing import Protocol
@@ -23,10 +23,15 @@ from typing import Protocol
 from exporter.config import ListenAddress, WebConfig
 from exporter.web.allowlist import Allowlist, RefusalLog, client_address
 from exporter.web.connection import Slot, evictee, reset, serve
-from exporter.web.listen import ListenError, bind_all
+from exporter.web.listen import ListenError, bind_all, every_interface
 from exporter.web.passwords import PasswordChecks
 from exporter.web.routes import Response, Routes
-from exporter.web.security.webconfig import ActiveSecurity, LiveSecurity, WebConfigError
+from exporter.web.security.webconfig import (
+    ActiveSecurity,
+    LiveSecurity,
+    RateLimit,
+    WebConfigError,
+)
 
 # accept() errors that end one connection, not the ability to accept: the client left first.
 _CLIENT_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
@@ -40,15 +45,17 @@ class Counter(Protocol):
 
 
 class _Listener:
-    """A listening socket and the task that accepts on it."""
+    """A listening socket and, once serving, the task that accepts on it."""
 
-    def __init__(self, sock: socket.socket, task: asyncio.Task[None]) -> None:
-        self.sock, self.task = sock, task
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.task: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
         self.sock.close()
 
 
@@ -75,6 +82,8 @@ class Server:
         self._live: LiveSecurity | None = None
         self._checks: PasswordChecks | None = None
         self._metrics_requests = 0  # in flight, for --web.max-requests
+        self._rate: RateLimit | None = None
+        self._serving = False
 
     # -- what connections read ----------------------------------------------------------------
 
@@ -83,14 +92,23 @@ class Server:
         following the files it names as they change."""
         return None if self._live is None else self._live.current()
 
-    def tls_context(self) -> ssl.SSLContext | None:
-        security = self.security()
-        return None if security is None else security.context
-
     def headers(self) -> tuple[tuple[str, str], ...]:
         """The headers the web configuration file adds to every response."""
         security = self.security()
         return () if security is None else security.headers
+
+    def rate_limited(self) -> bool:
+        """Whether the web config file's rate_limit refuses a request arriving now. One bucket
+        for the server, kept while the setting is unchanged."""
+        security = self.security()
+        config = None if security is None else security.config.rate_limit
+        if config is None:
+            self._rate = None
+            return False
+        now = time.monotonic()
+        if self._rate is None or self._rate.config != config:
+            self._rate = RateLimit(config, now)
+        return not self._rate.allow(now)
 
     def password_checks(self) -> PasswordChecks:
         if self._checks is None:
@@ -120,7 +138,8 @@ class Server:
     # -- listening ------------------------------------------------------------------------------
 
     async def start(self, sockets: Iterable[socket.socket] = ()) -> None:
-        """Bind every listen address, or serve the given sockets (systemd's), before returning.
+        """Bind every listen address, or take the given sockets (systemd's), before returning;
+        serve() then starts accepting on them.
 
         Given sockets are served as they are, and a reload leaves them alone.
         """
@@ -143,9 +162,24 @@ class Server:
             problems = "; ".join(exc.problems)
             raise ListenError(f"cannot use the web config file: {problems}") from None
 
+    async def serve(self) -> None:
+        """Start accepting connections on every socket start() bound or was given."""
+        self._serving = True
+        for listeners in self._listeners.values():
+            for listener in listeners:
+                self._start_accepting(listener)
+
     def _listen(self, sock: socket.socket) -> _Listener:
         sock.setblocking(False)  # noqa: FBT003 - the socket API
-        return _Listener(sock, asyncio.get_running_loop().create_task(self._accept(sock)))
+        listener = _Listener(sock)
+        if self._serving:
+            self._start_accepting(listener)
+        return listener
+
+    def _start_accepting(self, listener: _Listener) -> None:
+        if listener.task is None:
+            loop = asyncio.get_running_loop()
+            listener.task = loop.create_task(self._accept(listener.sock))
 
     async def reconfigure(self, web: WebConfig, routes: Routes) -> None:
         """Apply a new web configuration and routes as a whole, or raise ListenError and change
@@ -192,6 +226,18 @@ class Server:
         for address in list(addresses):
             for listener in self._listeners.pop(address, []):
                 await listener.close()
+
+    def describe_listeners(self) -> list[str]:
+        """Where it listens, for the start line: every interface as configured (`:9775`,
+        `[::]:9775` and `0.0.0.0:9775` differ), other addresses as bound."""
+        described = []
+        for address, listeners in self._listeners.items():
+            bound = [listener.sock.getsockname()[:2] for listener in listeners]
+            if address is not None and every_interface(address.host) and bound:
+                described.append(str(ListenAddress(address.host, bound[0][1])))
+            else:
+                described += [str(ListenAddress(*b)) for b in bound]
+        return described
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
