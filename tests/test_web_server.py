@@ -263,6 +263,27 @@ def test_a_remembered_password_does_not_wait_behind_a_flood(tmp_path: Path) -> N
     run(scenario)
 
 
+def test_a_connection_has_one_password_check_at_a_time(tmp_path: Path) -> None:
+    """A client that pipelines 20 wrong passwords on one connection holds one check at a time:
+    another client's password is still checked by bcrypt, not refused for want of room."""
+    cost = 11
+    bcrypt_seconds, _ = one_bcrypt(cost)
+
+    async def scenario() -> None:
+        async with serving(tmp_path, users={"alice": PASSWORD}, cost=cost) as served:
+            pipeliner = await Client.connect(served.port)
+            pipeliner.writer.write(b"".join(request(auth=("alice", f"g{i}")) for i in range(20)))
+            await asyncio.sleep(0.05)
+            started = time.perf_counter()
+            status, _ = await ask_once(served.port, request(auth=("alice", "another guess")))
+            elapsed = time.perf_counter() - started
+            pipeliner.close()
+        assert status == 401
+        assert elapsed > bcrypt_seconds / 2, (elapsed, bcrypt_seconds)  # it was checked
+
+    run(scenario)
+
+
 # -- eviction, reload, clients that never read -------------------------------------------------
 
 
