@@ -283,12 +283,8 @@ class Server:
             self._refused(str(address or host))  # counted and logged before the client sees it
             sock.close()
             return
-        evicting = [s for s in self._slots if s.task is not None and not s.task.cancelling()]
-        if len(evicting) >= self.web.max_connections:
-            victim = evictee(evicting)
-            victim.evict()
-            if not victim.gone:
-                self.log.debug("connection limit reached; reset the connection ranked last")
+        if len(self._slots) >= self.web.max_connections:
+            self._make_room()
         loop = asyncio.get_running_loop()
         slot = Slot(address, loop.time())
         slot.task = loop.create_task(serve(sock, slot, self))
@@ -299,6 +295,18 @@ class Server:
             self._slots.discard(slot)
 
         slot.task.add_done_callback(ended)
+
+    def _make_room(self) -> None:
+        """Reset the connection connection.evictee() ranks last. Those already being reset
+        still count (until their socket is closed, a turn of the loop later) but are not
+        chosen again."""
+        candidates = [s for s in self._slots if s.task is not None and not s.task.cancelling()]
+        if len(candidates) < self.web.max_connections:
+            return
+        victim = evictee(candidates)
+        victim.evict()
+        if not victim.gone:
+            self.log.debug("connection limit reached; reset the connection ranked last")
 
     def _refused(self, host: str) -> None:
         self._refused_total.inc()
