@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING
 
 from exporter.web.parsing import MAX_HEAD, HeadTooLarge, Request, parse_head, read_head
 from exporter.web.routes import Response, text, wire
-from exporter.web.security.webconfig import ActiveSecurity, allowed_sans
 
 if TYPE_CHECKING:
+    from exporter.web.security.webconfig import ActiveSecurity
     from exporter.web.server import Server
 
 _TLS_HANDSHAKE = b"\x16"  # the first byte of every TLS connection (a handshake record)
@@ -193,6 +193,8 @@ def _allowed_client(streams: _Streams, security: ActiveSecurity | None) -> bool:
     tls = None if security is None else security.config.tls
     if tls is None or tls.client_allowed_sans is None or streams.plain_on_tls:
         return True
+    from exporter.web.security.webconfig import allowed_sans  # noqa: PLC0415 - see Server._activate
+
     peercert = streams.writer.get_extra_info("peercert")
     return isinstance(peercert, dict) and allowed_sans(peercert, tls.client_allowed_sans)
 

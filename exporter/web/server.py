@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Iterable, Iterator
 from http import HTTPStatus
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from exporter.config import ListenAddress, WebConfig
 from exporter.web.allowlist import Allowlist, RefusalLog, client_address
@@ -26,12 +26,9 @@ from exporter.web.connection import Slot, evictee, reset, serve
 from exporter.web.listen import ListenError, bind_all, every_interface
 from exporter.web.passwords import PasswordChecks
 from exporter.web.routes import Response, Routes
-from exporter.web.security.webconfig import (
-    ActiveSecurity,
-    LiveSecurity,
-    RateLimit,
-    WebConfigError,
-)
+
+if TYPE_CHECKING:
+    from exporter.web.security.webconfig import ActiveSecurity, LiveSecurity, RateLimit
 
 # accept() errors that end one connection, not the ability to accept: the client left first.
 _CLIENT_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
@@ -107,6 +104,8 @@ class Server:
             return False
         now = time.monotonic()
         if self._rate is None or self._rate.config != config:
+            from exporter.web.security.webconfig import RateLimit  # noqa: PLC0415 - see _activate
+
             self._rate = RateLimit(config, now)
         return not self._rate.allow(now)
 
@@ -156,6 +155,9 @@ class Server:
         gone bad since the configuration was checked. ListenError says why they cannot be used."""
         if web.security is None:
             return None
+        # Only with a web config file: its module loads tempfile (and shutil) besides.
+        from exporter.web.security.webconfig import LiveSecurity, WebConfigError  # noqa: PLC0415
+
         try:
             return LiveSecurity(web.security, self.log)
         except WebConfigError as exc:
