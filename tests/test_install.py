@@ -26,7 +26,7 @@ pytestmark = pytest.mark.mariadb
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "## Running in production (systemd)"
-# Every module, subpackages included, as a path under exporter/ (web/server.py...).
+# Every module of the package and its subpackages, as paths under exporter/.
 MODULES = sorted(
     p.relative_to(REPO / "exporter").as_posix() for p in (REPO / "exporter").rglob("*.py")
 )
@@ -72,8 +72,8 @@ def sh(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_production_steps_work_as_written(tmp_path: Path, tasks_db: TasksDB) -> None:
     blocks = readme_blocks()
-    assert [lang for lang, _ in blocks] == ["sh", "sql", "sh", "toml", "sh", "sh", "sh"]
-    install, create_user, password, config, check, _units, _allow = (t for _, t in blocks)
+    assert [lang for lang, _ in blocks] == ["sh", "sql", "sh", "toml", "sh", "sh", "sh", "sh"]
+    install, create_user, password, config, check, _units, _allow, _tls = (t for _, t in blocks)
     db = tasks_db
     user, pw = f"tx_{secrets.token_hex(4)}", secrets.token_urlsafe(16)
     prefix, etc = tmp_path / "opt" / "tasks_exporter", tmp_path / "etc" / "tasks_exporter"
