@@ -138,6 +138,8 @@ async def serve(sock: socket.socket, slot: Slot, server: Server) -> None:
     except OSError as exc:  # reset by the client...
         server.log.debug("connection lost", extra={"kv": {**client, "err": str(exc)}})
         reset_it = False
+    except Exception:  # a bug: this connection is reset, the others go on
+        server.log.exception("error serving a connection", extra={"kv": client})
     finally:
         if reset_it:  # nothing more is sent, not even what is buffered
             with contextlib.suppress(OSError):
