@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 
-from exporter.collect import Snapshot
+from exporter.collect import Snapshot, TaskSeries
 from exporter.exposition import Family, Rendered, gauge
 
 PREFIX = "tasks_exporter"
@@ -14,15 +14,18 @@ PREFIX = "tasks_exporter"
 def families(snapshot: Snapshot, now: float, version: str) -> list[Family]:
     """The exporter's own metrics for one snapshot, seen at time `now`."""
     every = f"refreshed every {snapshot.interval:g}s by the collection loop, not per scrape"
-    counts = snapshot.fresh_counts(now) or ()
+    series = snapshot.fresh_series(now)
+    if series is None:  # a snapshot made without series: one per status
+        series = tuple(TaskSeries((), s, n, None) for s, n in snapshot.fresh_counts(now) or ())
     return [
         Family(
             f"{PREFIX}_tasks",
             "gauge",
             f"Tasks in the table per status, from the last successful collection ({every});"
             f" absent once older than {snapshot.staleness:g}s.",
-            tuple(((("status", status),), n) for status, n in counts),
+            tuple(((("status", one.status), *one.labels), one.count) for one in series),
         ),
+        *_time_and_load(snapshot, series, every),
         gauge(
             f"{PREFIX}_up",
             f"1 if the last collection from the database succeeded, else 0 ({every}).",
@@ -67,6 +70,70 @@ def families(snapshot: Snapshot, now: float, version: str) -> list[Family]:
             (((("version", version), ("pythonversion", platform.python_version())), 1),),
         ),
     ]
+
+
+# --- issue 13: oldest task, window, load budget, EXPLAIN ---------------------------------------
+def _time_and_load(snapshot: Snapshot, series: tuple[TaskSeries, ...], every: str) -> list[Family]:
+    """The families of time_column, window, the load budget and the query's EXPLAIN."""
+    out: list[Family] = []
+    if snapshot.oldest is not None:
+        out.append(
+            Family(
+                f"{PREFIX}_oldest_task_timestamp_seconds",
+                "gauge",
+                "Unix time of the oldest time_column value per status (and kind), in the"
+                f" counting window ({every}); no series for a status without tasks or times."
+                " The age is time() - this.",
+                tuple(
+                    ((("status", one.status), *one.labels), one.oldest)
+                    for one in series
+                    if one.oldest is not None
+                ),
+            )
+        )
+    out.append(
+        gauge(
+            f"{PREFIX}_window_start_timestamp_seconds",
+            f"Unix time the counting window of the task counts starts ({every}).",
+            snapshot.window_start,
+        )
+    )
+    out.append(
+        gauge(
+            f"{PREFIX}_collection_effective_interval_seconds",
+            "Seconds between collections now in force: the configured interval, or longer while"
+            " slow queries are spaced out (load_budget) or cut off at the timeout.",
+            snapshot.effective_interval or snapshot.interval,
+        )
+    )
+    out.append(
+        gauge(
+            f"{PREFIX}_folded_kinds",
+            "Distinct label_columns combinations counted under other_status in the last"
+            " successful collection, because the table holds more than max_kinds.",
+            snapshot.folded_kinds,
+        )
+    )
+    plan = snapshot.plan
+    out.append(
+        gauge(
+            f"{PREFIX}_query_unindexed",
+            "1 when EXPLAIN, on the current database connection, found the query would scan"
+            " more than scan_warning_rows rows without an index serving it, else 0.",
+            None if plan is None else int(plan.unindexed),
+        )
+    )
+    out.append(
+        gauge(
+            f"{PREFIX}_query_estimated_rows",
+            "Rows EXPLAIN estimated the query examines, on the current database connection.",
+            None if plan is None else plan.estimated_rows,
+        )
+    )
+    return out
+
+
+# --- end of issue 13 ---------------------------------------------------------------------------
 
 
 class SnapshotMetrics:

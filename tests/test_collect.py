@@ -5,30 +5,34 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
 from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import CollectionConfig, TasksConfig
-from exporter.source import ConnectError, QueryTimeout, Rows
+from exporter.source import Bounds, ConnectError, QueryPlan, QueryTimeout, Row, Rows
+
+Script = list[Sequence[tuple[object, int]] | Exception]
 
 
 class ScriptedSource:
     """A Source that answers each count() with the next scripted result or exception."""
 
-    def __init__(self, script: list[Rows | Exception]) -> None:
+    def __init__(self, script: Script) -> None:
         self.script = list(script)
         self.counts = 0
         self.closed = 0
+        self.plan: QueryPlan | None = None
 
-    def count(self) -> Rows:
+    def count(self, bounds: Bounds | None = None) -> Rows:  # noqa: ARG002 - no window here
         self.counts += 1
         step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(step, Exception):
             raise step
-        return step
+        return [Row(*row) for row in step]
 
     def close(self) -> None:
         self.closed += 1
@@ -43,7 +47,7 @@ def log_stream() -> Iterator[io.StringIO]:
         logging.getLogger(name).handlers.clear()
 
 
-def _loop(source: ScriptedSource, **collection: float) -> CollectionLoop:
+def _loop(source: ScriptedSource, **collection: Any) -> CollectionLoop:
     return CollectionLoop(
         source,
         TasksConfig(),
@@ -68,7 +72,8 @@ def test_a_lasting_timeout_is_logged_once_however_it_is_worded(log_stream: io.St
     loop = _loop(source)
     for _ in range(6):
         loop.collect_once()
-    lines = log_stream.getvalue().splitlines()
+    # The lines about collections; the back-off's own lines are tested below.
+    lines = [line for line in log_stream.getvalue().splitlines() if 'msg="collection ' in line]
     assert [line.split("msg=")[1].split('"')[1] for line in lines] == [
         "collection succeeded",
         "collection failed",  # the first timeout
