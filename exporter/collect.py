@@ -393,7 +393,7 @@ class CollectionLoop:
                 " a window, or create the index the EXPLAIN warning names",
                 extra={
                     "kv": {
-                        "needed_seconds": f">{self._collection.timeout:g}",
+                        "needed_seconds_at_least": self._collection.timeout,
                         "timeout_seconds": self._collection.timeout,
                         **kv,
                     }

@@ -123,3 +123,59 @@ def test_loop_runs_on_a_fixed_schedule_and_stops_promptly() -> None:
     assert time.monotonic() - started < 0.5
     assert 5 <= source.counts <= 7  # at 0, 0.1, ... 0.5 s
     assert source.closed == 1  # the loop's thread closes its source on the way out
+
+
+def test_timeouts_back_off_bounded_and_say_what_the_query_needed(log_stream: io.StringIO) -> None:
+    """Each timeout in a row doubles the interval, from what the load budget asks of a query
+    that took the whole timeout, up to staleness - timeout; the log says the query needed more
+    than the timeout allowed, once; one fast query brings the interval back."""
+    cut = QueryTimeout("cut off", reason="timeout")
+    source = ScriptedSource([cut, cut, cut, cut, cut, [("Success", 1)]])
+    loop = _loop(source, interval=1, timeout=0.5, staleness=10, load_budget=0.25)
+    waits = []
+    for _ in range(6):
+        snapshot = loop.collect_once()
+        waits.append(loop.next_wait)
+        assert snapshot.effective_interval == loop.next_wait
+    assert waits == [2.0, 4.0, 8.0, 9.5, 9.5, 1.0]
+    log = log_stream.getvalue()
+    assert log.count("needs more than the timeout allows") == 1
+    assert "needed_seconds_at_least=0.5 timeout_seconds=0.5" in log
+    assert log.count("back at the configured interval") == 1
+
+
+def test_connection_errors_are_retried_from_a_second_up_to_the_interval(
+    log_stream: io.StringIO,
+) -> None:
+    """After a connection error the next attempt comes 1 s later, then 2, 4, 8 s... never later
+    than the interval; a success restores the interval and the next outage starts at 1 s."""
+    down = ConnectError("cannot connect: (2003)", reason="connect error 2003")
+    script: Script = [down, down, down, down, down, down, [("Success", 1)], down, [("Success", 1)]]
+    source = ScriptedSource(script)
+    loop = _loop(source, interval=15, timeout=5)
+    waits = []
+    for _ in range(9):
+        loop.collect_once()
+        waits.append(loop.next_wait)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0, 1.0, 15.0]
+    assert log_stream.getvalue().count("collection failed") == 2
+
+
+def test_the_load_budget_follows_the_query_time() -> None:
+    """The interval in force is the query time over the budget, never below the interval."""
+
+    class Slow(ScriptedSource):
+        delay = 0.0
+
+        def count(self, bounds: Bounds | None = None) -> Rows:
+            time.sleep(self.delay)
+            return super().count(bounds)
+
+    source = Slow([[("Success", 1)]])
+    loop = _loop(source, interval=0.1, timeout=0.09, staleness=10, load_budget=0.1)
+    assert loop.collect_once().effective_interval == 0.1
+    source.delay = 0.05
+    stretched = loop.collect_once().effective_interval
+    assert 0.5 <= stretched < 1.0  # 0.05 s / 0.1
+    source.delay = 0.0
+    assert loop.collect_once().effective_interval == 0.1
