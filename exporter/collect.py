@@ -46,23 +46,23 @@ class Snapshot:
     interval: float
     staleness: float
     # Counts of the last successful collection, expected statuses first; None before the first.
-    # Per status, summed over the kinds of label_columns.
     counts: tuple[tuple[str, int], ...] | None = None
     folded: int = 0  # distinct statuses folded into other_status in those counts
+    # The counts per kind (label_columns values) and status, with the oldest time of each, of
+    # the last successful collection; `counts` are their sums per status. None before it.
+    series: tuple[TaskSeries, ...] | None = None
+    folded_kinds: int = 0  # distinct label_columns combinations folded into "other"
+    effective_interval: float = 0.0  # seconds between collections now (0: the interval)
+    plan: QueryPlan | None = None  # what EXPLAIN said on the current connection
     last_success: float | None = None  # unix time the last successful collection finished
     up: bool = False  # the last collection succeeded
     duration: float | None = None  # seconds the last collection took, success or not
     outcomes: tuple[tuple[str, int], ...] = tuple((o, 0) for o in OUTCOMES)
     error: str | None = None  # why the last collection failed
-    # The oldest time per status across the kinds (statuses that have one); None without
-    # time_column.
+    # Per status, the oldest time_column value (Unix seconds) across all kinds, only statuses
+    # that have one; None when no time_column is configured.
     oldest: tuple[tuple[str, float], ...] | None = None
-    # Every series of the last successful collection, per kind and status; None before it.
-    series: tuple[TaskSeries, ...] | None = None
-    folded_kinds: int = 0  # distinct label_columns combinations folded into "other"
-    window_start: float | None = None  # Unix time the counting window of those counts starts
-    effective_interval: float = 0.0  # seconds between collections now (0: the interval)
-    plan: QueryPlan | None = None  # what EXPLAIN said on the current connection
+    window_start: float | None = None  # start of the counting window, when one is configured
 
     def age(self, now: float) -> float | None:
         return None if self.last_success is None else max(0.0, now - self.last_success)
@@ -76,7 +76,7 @@ class Snapshot:
         return None if self.is_stale(now) else self.counts
 
     def fresh_oldest(self, now: float) -> tuple[tuple[str, float], ...] | None:
-        """The oldest time per status, or None once stale."""
+        """The oldest times per status, or None once they are stale (or not collected)."""
         return None if self.is_stale(now) else self.oldest
 
     def fresh_series(self, now: float) -> tuple[TaskSeries, ...] | None:
