@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
+import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,7 +15,7 @@ from exporter.collect import CollectionLoop
 from exporter.config import CollectionConfig, TasksConfig, Window
 from exporter.demo import SCHEMA
 from exporter.sqlite import SQLiteSource
-from support import Exporter, run_cli, value, wait_for
+from support import Exporter, parse_metrics, run_cli, value, wait_for
 
 
 def _database(path: Path, rows: list[tuple[str, str | None]]) -> Path:
@@ -163,3 +166,43 @@ def test_oldest_times_window_and_kinds_on_sqlite(tmp_path: Path) -> None:
         assert dict(today.counts or ()) == {"Success": 1, "Pending": 2, "Failed": 0}, column
         assert dict(tomorrow.counts or ()) == {"Success": 0, "Pending": 0, "Failed": 0}, column
         assert tomorrow.series == (), column  # no kind has tasks today: no series at all
+
+
+def test_promtool_lints_the_time_window_and_kind_metrics(tmp_path: Path) -> None:
+    """With time_column, window and label_columns, a live scrape passes `promtool check metrics`
+    and holds the oldest time per status and kind, the window start and the effective interval."""
+    now = int(time.time())
+    path = tmp_path / "kinds.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE tasks (task_status TEXT, task_queue TEXT, created_at INTEGER)")
+        conn.executemany(
+            "INSERT INTO tasks VALUES (?, ?, ?)",
+            [
+                ("Pending", "email", now - 60),
+                ("Pending", "billing", now - 30),
+                ("Success", "email", now),
+            ],
+        )
+    conn.close()
+    tasks = 'time_column = "created_at"\nwindow = "1h"\nlabel_columns = { queue = "task_queue" }'
+    exporter = Exporter(tmp_path, _config(path, tasks)).start(ready=True)
+    try:
+        body = exporter.get("/metrics").body
+    finally:
+        exporter.stop()
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: apt-get install prometheus"
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, check=False
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+    samples = parse_metrics(body.decode())
+    oldest = "tasks_exporter_oldest_task_timestamp_seconds"
+    assert value(samples, oldest, queue="email", status="Pending") == now - 60
+    assert value(samples, oldest, queue="billing", status="Pending") == now - 30
+    assert value(samples, oldest, queue="billing", status="Success") is None  # no such task
+    assert value(samples, "tasks_exporter_tasks", queue="billing", status="Success") == 0
+    start = value(samples, "tasks_exporter_window_start_timestamp_seconds")
+    assert start is not None
+    assert now - 3600 - 5 <= start <= now - 3600 + 5
+    assert value(samples, "tasks_exporter_collection_effective_interval_seconds") == 0.5
