@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,7 @@ def _slow_knob(db: TasksDB) -> str:
 
 
 def test_a_slow_query_spaces_collections_out_and_they_recover(
-    tmp_path: Path, tasks_db: TasksDB
+    tmp_path: Path, tasks_db: TasksDB, figure: Callable[[str], None]
 ) -> None:
     """A query taking 0.3 s at a 0.5 s interval is spaced out to 0.3 / 0.25 = 1.2 s, said once
     in the log and in the effective interval metric; fast again, the interval is 0.5 s again."""
@@ -124,6 +125,10 @@ def test_a_slow_query_spaces_collections_out_and_they_recover(
         assert before is not None
         assert after is not None
         assert 2 <= after - before <= 4  # every ~1.2 s, not every 0.5 s (7)
+        figure(
+            f"0.3 s query at a 0.5 s interval: effective interval {stretched:g} s,"
+            f" {after - before:g} collections in 3.6 s"
+        )
         tasks_db.server.execute(f"UPDATE `{tasks_db.database}`.`knob` SET per_row = 0")
         wait_for(
             lambda: value(exporter.scrape(), effective) == 0.5, timeout=10, what="the interval"
@@ -136,7 +141,7 @@ def test_a_slow_query_spaces_collections_out_and_they_recover(
 
 
 def test_counts_return_about_a_second_after_the_database_does(
-    tmp_path: Path, private_tasks_db: TasksDB
+    tmp_path: Path, private_tasks_db: TasksDB, figure: Callable[[str], None]
 ) -> None:
     """At a 5 s interval, after a connection error the exporter retries 1 s later: counts are
     back well before the next interval, with one attempt at a time."""
@@ -150,6 +155,10 @@ def test_counts_return_about_a_second_after_the_database_does(
         back_at = time.monotonic()
         wait_up(exporter, 1, timeout=10)
         recovered = time.monotonic()
+        figure(
+            f"database back {back_at - failed_at:.2f} s after the failed collection:"
+            f" counts back {recovered - back_at:.2f} s later (interval 5 s)"
+        )
         # The first retry comes 1 s after the failure; the second 2 s after that.
         assert recovered - failed_at < 3.5, (back_at - failed_at, recovered - back_at)
         assert recovered - back_at < 3.0
