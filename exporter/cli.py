@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from exporter import __version__
+from exporter import __version__, hardening
 from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import Config, ConfigError, Overrides, load
@@ -114,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.version:
         print(f"tasks_exporter, version {__version__} (python {platform.python_version()})")
         return EXIT_OK
+    # Before anything reads the password: a core dump of this process would hold it.
+    hardening.keep_out_of_core_dumps()
     overrides = Overrides(
         listen_addresses=tuple(args.listen),
         telemetry_path=args.telemetry_path,
@@ -133,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tasks_exporter: configuration is valid ({config.database.describe()})")
         return EXIT_OK
     logger = logs.setup(config.log.level, config.log.format)
+    hardening.raise_open_files_limit()
     with contextlib.ExitStack() as stack:
         demo_path = None
         if config.database.demo:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import resource
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -263,14 +264,28 @@ def parse_listen_address(text: str) -> ListenAddress:
     return ListenAddress(host, int(port_text))
 
 
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
 def parse_network(text: str) -> Network:
     try:
-        return ipaddress.ip_network(text.strip(), strict=True)
+        network = ipaddress.ip_network(text.strip(), strict=True)
     except ValueError as exc:
         if "has host bits set" in str(exc):
             loose = ipaddress.ip_network(text.strip(), strict=False)
             raise ValueError(f"{text!r} has host bits set; did you mean {loose}?") from None
         raise ValueError(f"{text!r} is not an IPv4 or IPv6 network (CIDR)") from None
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        # Clients that arrive IPv4-mapped on a dual-stack socket are matched as IPv4, so this
+        # entry could never match anyone.
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None  # noqa: S101 - inside ::ffff:0:0/96
+        meant = ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+        raise ValueError(
+            f"{text!r} is an IPv4-mapped IPv6 network, which never matches: IPv4 clients are"
+            f" matched as IPv4 even on a dual-stack socket; write {meant}"
+        )
+    return network
 
 
 def parse_identifier(text: str) -> str:
@@ -723,11 +738,19 @@ def _web(s: _Section) -> WebConfig:
             "is empty, which would refuse everyone; list the networks Prometheus scrapes from"
             ' (to allow every client, say so: ["0.0.0.0/0", "::/0"])',
         )
+    max_connections = s.get("max_connections", d.max_connections, _int_in(2, 100_000))
+    if (files := open_files_needed(max_connections)) > (limit := open_files_limit()):
+        s.problem(
+            "max_connections",
+            f"{max_connections} connections need up to {files} open files, above this process's"
+            f" limit of {limit} (ulimit -Hn; LimitNOFILE= in a systemd unit): lower"
+            " max_connections or raise the limit",
+        )
     config = WebConfig(
         listen_addresses=listen,
         telemetry_path=s.get("telemetry_path", d.telemetry_path, _telemetry_path),
         allow=allow,
-        max_connections=s.get("max_connections", d.max_connections, _int_in(2, 100_000)),
+        max_connections=max_connections,
         request_timeout=s.get("request_timeout", d.request_timeout, parse_duration),
         idle_timeout=s.get("idle_timeout", d.idle_timeout, parse_duration),
         systemd_socket=systemd_socket,
@@ -735,6 +758,24 @@ def _web(s: _Section) -> WebConfig:
     )
     s.finish()
     return config
+
+
+# Files the exporter holds besides its clients' connections: listening sockets, the database
+# connection, the log, Python's own, with room to spare.
+RESERVED_OPEN_FILES = 64
+
+
+def open_files_needed(max_connections: int) -> int:
+    """Open files the exporter may need at most: two per connection (a TLS handshake holds the
+    connection and a duplicate of it while it waits for the first byte) and the reserve."""
+    return 2 * max_connections + RESERVED_OPEN_FILES
+
+
+def open_files_limit() -> int:
+    """The most open files this process can have: its hard limit, to which the exporter raises
+    its soft limit when it starts (as Go programs do)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return hard if hard != resource.RLIM_INFINITY else 1 << 20
 
 
 def _web_security(s: _Section) -> WebSecurity | None:

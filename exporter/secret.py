@@ -37,15 +37,30 @@ class SecretError(Exception):
     """A secret file that cannot be used; the message names the file and the fix."""
 
 
+def foreign_owner(path: Path, uid: int) -> str | None:
+    """Why a secret file owned by `uid` is refused, or None: it must belong to the user the
+    exporter runs as, or to root. Another user could replace the secret, or read it."""
+    if uid in (os.geteuid(), 0):
+        return None
+    return (
+        f"{path} is owned by uid {uid}, not by the exporter's user (uid {os.geteuid()}) or root;"
+        f" run: chown {os.geteuid()} {path}"
+    )
+
+
 def read_private_file(path: Path) -> str:
-    """Read a secret file, refusing one that group or others may read or write."""
+    """Read a secret file, refusing one that group or others may read or write, or that
+    another user owns."""
     try:
         # Non-blocking, so that a FIFO given by mistake is refused below instead of hanging.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
+            info = os.fstat(handle.fileno())
+            mode = info.st_mode
             if not stat.S_ISREG(mode):
                 raise SecretError(f"{path} is not a regular file")
+            if (foreign := foreign_owner(path, info.st_uid)) is not None:
+                raise SecretError(foreign)
             if mode & _SHARED_BITS:
                 raise SecretError(
                     f"{path} is accessible by group or others (mode {stat.S_IMODE(mode):04o});"

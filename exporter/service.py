@@ -21,7 +21,7 @@ from socket import socket
 from exporter import __version__, systemd
 from exporter import log as logs
 from exporter.collect import CollectionLoop
-from exporter.config import Config, ConfigError, ListenAddress, Overrides, load
+from exporter.config import Config, ConfigError, Overrides, load
 from exporter.exposition import Exposition, Part, Rendered, gauge
 from exporter.metrics import PREFIX, Counter, SnapshotMetrics
 from exporter.process import ProcessMetrics, python_info
@@ -107,14 +107,19 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        try:
-            async with self._reloading:  # a SIGHUP during start is applied once it has started
+        async with self._reloading:  # a SIGHUP during start is applied once it has started
+            try:
                 await self.server.start(self._passed_sockets())
-        except (ListenError, systemd.SystemdError) as exc:
-            self.log.error("cannot start", extra={"kv": {"err": str(exc)}})  # noqa: TRY400 - one clear line, no traceback
-            return False
-        self.log.info("tasks_exporter started", extra={"kv": self._summary(self.config)})
-        self.collection.start()
+            except (ListenError, systemd.SystemdError) as exc:
+                self.log.error("cannot start", extra={"kv": {"err": str(exc)}})  # noqa: TRY400 - one clear line, no traceback
+                return False
+            self.log.info("tasks_exporter started", extra={"kv": self._summary(self.config)})
+            # The port is bound (or passed by systemd) but nothing is accepted until the first
+            # collection has ended: the first scrape, which may be the one that started the
+            # service, sees fresh counts rather than up 0. Clients wait in the listen queue.
+            self.collection.start()
+            await self._first_collection(self.config.collection.timeout)
+            await self.server.serve()
         systemd.notify("READY=1", self._environ)
         await stop.wait()
         systemd.notify("STOPPING=1", self._environ)
@@ -122,6 +127,15 @@ class Service:
         await self.server.stop()
         self.collection.stop()
         return True
+
+    async def _first_collection(self, limit: float) -> None:
+        """Return once the first collection has ended, successful or not, or after `limit`
+        seconds (a database that does not answer is reported by that collection, later)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if any(n for _, n in self.collection.snapshot.outcomes):
+                return
+            await asyncio.sleep(0.005)
 
     def _passed_sockets(self) -> Iterable[socket]:
         if not self.config.web.systemd_socket:
@@ -176,7 +190,7 @@ class Service:
             )
 
     def _summary(self, config: Config) -> dict[str, object]:
-        listen = ",".join(str(ListenAddress(*a)) for a in self.server.addresses)
+        listen = ",".join(self.server.describe_listeners())
         return {
             "version": __version__,
             "listen": f"systemd:{listen}" if config.web.systemd_socket else listen,

@@ -11,6 +11,8 @@ import stat
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from exporter.secret import foreign_owner
+
 # MySQL's --ssl-mode vocabulary, lower case: what the exporter asks of its database connection.
 DATABASE_TLS_MODES = ("disabled", "preferred", "required", "verify_ca", "verify_identity")
 
@@ -28,10 +30,29 @@ class TLSFilesError(Exception):
         self.problems = tuple(problems)
 
 
-def _reason(exc: OSError) -> str:
+def reason(exc: OSError) -> str:
+    """What went wrong loading a certificate or key, in OpenSSL's words when it has some."""
     if isinstance(exc, ssl.SSLError):
         return exc.reason or str(exc)  # e.g. KEY_VALUES_MISMATCH, NO_CERTIFICATE_OR_CRL_FOUND
     return exc.strerror or str(exc)
+
+
+def too_open(key: Path) -> str | None:
+    """Why a file holding a private key may not be used (others may read it, or another user
+    owns it), or None."""
+    try:
+        info = key.stat()
+    except OSError as exc:
+        return f"cannot read {key}: {exc.strerror or exc}"
+    mode = info.st_mode
+    if (foreign := foreign_owner(key, info.st_uid)) is not None:
+        return foreign
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        return (
+            f"{key} is accessible by others (mode {stat.S_IMODE(mode):04o});"
+            f" run: chmod 600 {key} (or 640, with a group the exporter's user is in)"
+        )
+    return None
 
 
 def load_files(
@@ -40,31 +61,20 @@ def load_files(
     """Load a certificate with its key, and CA certificates to verify the peer with."""
     problems: list[FileProblem] = []
     if cert is not None and key is not None:
-        try:
-            mode = key.stat().st_mode
-        except OSError as exc:
-            problems.append(FileProblem("key", f"cannot read {key}: {exc.strerror or exc}"))
-        else:
-            if mode & (stat.S_IROTH | stat.S_IWOTH):
-                problems.append(
-                    FileProblem(
-                        "key",
-                        f"{key} is accessible by others (mode {stat.S_IMODE(mode):04o});"
-                        f" run: chmod 600 {key} (or 640, with a group the exporter's user is in)",
-                    )
-                )
+        if (problem := too_open(key)) is not None:
+            problems.append(FileProblem("key", problem))
         if not problems:
             try:
                 context.load_cert_chain(cert, key)
             except (OSError, ssl.SSLError) as exc:
                 problems.append(
-                    FileProblem("cert", f"cannot load {cert} with key {key}: {_reason(exc)}")
+                    FileProblem("cert", f"cannot load {cert} with key {key}: {reason(exc)}")
                 )
     if ca is not None:
         try:
             context.load_verify_locations(cafile=ca)
         except (OSError, ssl.SSLError) as exc:
-            problems.append(FileProblem("ca", f"cannot load {ca}: {_reason(exc)}"))
+            problems.append(FileProblem("ca", f"cannot load {ca}: {reason(exc)}"))
     return problems
 
 

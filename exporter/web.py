@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
     from exporter.auth import BasicAuth
-    from exporter.webconfig import ActiveSecurity, LiveSecurity
+    from exporter.webconfig import ActiveSecurity, LiveSecurity, RateLimit
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEAD = 16 * 1024  # request line and headers together
@@ -255,10 +255,20 @@ class _Connection(asyncio.Protocol):
         self._keep_deadline()
         security = self.server.security()
         if security is not None and security.context is not None:
-            transport.pause_reading()  # nothing is read until TLS is up
-            self.handshake = asyncio.ensure_future(self._start_tls(transport, security.context))
+            # Nothing may be read until TLS is up: _start_tls peeks at the first byte, and TLS
+            # reads the handshake from the socket itself. The pause waits for the next turn of
+            # the loop: asyncio starts reading only after connection_made() returns, and Python
+            # 3.11.2 (Debian 12's) then starts it even if paused here (CPython gh-103607). On the
+            # next turn the reader is registered, and pausing removes it and cancels a read that
+            # the same turn's poll may have queued, on every version.
+            asyncio.get_running_loop().call_soon(transport.pause_reading)
+            self.handshake = asyncio.ensure_future(
+                self._start_tls(transport, security.context, _allowed_sans(security))
+            )
 
-    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+    async def _start_tls(
+        self, raw: asyncio.Transport, context: ssl.SSLContext, sans: tuple[str, ...] | None
+    ) -> None:
         """Wrap the connection in TLS, or mark it to answer plain HTTP with a 400 saying why."""
         wrapped: asyncio.Transport | None = None
         try:
@@ -290,6 +300,20 @@ class _Connection(asyncio.Protocol):
         if wrapped is not None:
             self.transport = wrapped
             self.tls = True
+            if sans is not None and not _has_allowed_san(wrapped, sans):
+                # As the toolkit: a verified certificate without an allowed SAN is refused.
+                peer = raw.get_extra_info("peername")
+                self.server.log.debug(
+                    "TLS client refused",
+                    extra={
+                        "kv": {
+                            "client": peer[0] if peer else "?",
+                            "err": "no allowed SAN in the client certificate",
+                        }
+                    },
+                )
+                self.closing = True
+                wrapped.abort()
 
     def _abandon(self, raw: asyncio.Transport) -> None:
         """End a connection that never got to HTTP (its protocol was not told it closed)."""
@@ -471,6 +495,8 @@ class _Connection(asyncio.Protocol):
         """Answer a parsed request if it may be answered (TLS, basic auth), as _handle."""
         if self.plain_on_tls:
             return self._send(Response(HTTPStatus.BAD_REQUEST, _PLAIN_ON_TLS, close=True))
+        if self.server.rate_limited():  # before auth, as the toolkit does
+            return self._send(_text(HTTPStatus.TOO_MANY_REQUESTS), keep_alive=keep_alive)
         allowed = self.server.authorize(headers)
         if isinstance(allowed, asyncio.Future):
             self.pending = allowed
@@ -538,6 +564,18 @@ class _Connection(asyncio.Protocol):
         self.closing = True
 
 
+def _allowed_sans(security: ActiveSecurity) -> tuple[str, ...] | None:
+    tls = security.config.tls
+    return None if tls is None else tls.client_allowed_sans
+
+
+def _has_allowed_san(wrapped: asyncio.Transport, sans: tuple[str, ...]) -> bool:
+    from exporter.webconfig import allowed_sans  # noqa: PLC0415 - see Server.__init__
+
+    peercert = wrapped.get_extra_info("peercert")
+    return isinstance(peercert, dict) and allowed_sans(peercert, sans)
+
+
 async def _first_byte(transport: asyncio.Transport) -> bytes:
     """The first byte the client sends, left unread for TLS to read; b"" if it closes first."""
     loop = asyncio.get_running_loop()
@@ -598,11 +636,23 @@ def _path(target: str) -> str | None:
     return target.split("?", 1)[0].split("#", 1)[0]
 
 
+def _every_interface(host: str) -> bool:
+    """`:port` and `[::]:port` mean every interface, IPv4 and IPv6, as Go exporters read them
+    (`0.0.0.0:port` is IPv4 only)."""
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host) == ipaddress.IPv6Address("::")
+    except ValueError:
+        return False
+
+
 def _bind(address: ListenAddress) -> list[socket.socket]:
-    """Listening sockets for one address; `:port` is one dual-stack socket where IPv6 exists."""
+    """Listening sockets for one address; `:port` and `[::]:port` are one dual-stack socket
+    where IPv6 exists."""
     seen: list[socket.socket] = []
     try:
-        if not address.host:
+        if _every_interface(address.host):
             if socket.has_dualstack_ipv6():
                 return [
                     socket.create_server(
@@ -669,11 +719,27 @@ class Server:
         self._live: LiveSecurity | None = None
         self._auth: BasicAuth | None = None
         self._bcrypt: ThreadPoolExecutor | None = None
+        self._rate: RateLimit | None = None
 
     def security(self) -> ActiveSecurity | None:
         """The web configuration file's TLS, users and headers as they are now (None: no file),
         following the files it names as they change. start() and reconfigure() set it up."""
         return None if self._live is None else self._live.current()
+
+    def rate_limited(self) -> bool:
+        """Whether the web config file's rate_limit refuses a request arriving now. One bucket
+        for the server, kept while the setting is unchanged."""
+        security = self.security()
+        config = None if security is None else security.config.rate_limit
+        if config is None:
+            self._rate = None
+            return False
+        now = time.monotonic()
+        if self._rate is None or self._rate.config != config:
+            from exporter.webconfig import RateLimit  # noqa: PLC0415 - see __init__
+
+            self._rate = RateLimit(config, now)
+        return not self._rate.allow(now)
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         """The headers the web configuration file adds to every response."""
@@ -705,7 +771,8 @@ class Server:
         )
 
     async def start(self, sockets: Iterable[socket.socket] = ()) -> None:
-        """Bind every listen address, or serve the given sockets (systemd's), before returning.
+        """Bind every listen address, or take the given sockets (systemd's), before returning;
+        serve() then starts accepting on them.
 
         Given sockets are served as they are, and a reload leaves them alone.
         """
@@ -731,12 +798,24 @@ class Server:
             problems = "; ".join(exc.problems)
             raise ListenError(f"cannot use the web config file: {problems}") from None
 
-    async def _serve(self, socks: list[socket.socket]) -> list[asyncio.Server]:
+    async def serve(self) -> None:
+        """Start accepting connections on every socket start() bound or was given."""
+        for servers in self._listeners.values():
+            for server in servers:
+                await server.start_serving()
+
+    async def _serve(
+        self, socks: list[socket.socket], *, start_serving: bool = False
+    ) -> list[asyncio.Server]:
         loop = asyncio.get_running_loop()
         servers = []
         for sock in socks:
             sock.setblocking(False)  # noqa: FBT003 - the socket API
-            servers.append(await loop.create_server(lambda: _Connection(self), sock=sock))
+            servers.append(
+                await loop.create_server(
+                    lambda: _Connection(self), sock=sock, start_serving=start_serving
+                )
+            )
         return servers
 
     async def reconfigure(self, web: WebConfig, routes: Routes) -> None:
@@ -777,11 +856,23 @@ class Server:
             except ListenError:
                 with contextlib.suppress(ListenError):
                     for address, socks in _bind_all(list(dropped)).items():
-                        self._listeners[address] = await self._serve(socks)
+                        self._listeners[address] = await self._serve(socks, start_serving=True)
                 raise
         for address, socks in bound.items():
-            self._listeners[address] = await self._serve(socks)
+            self._listeners[address] = await self._serve(socks, start_serving=True)
         await _close_servers([s for a in removed for s in self._listeners.pop(a, [])])
+
+    def describe_listeners(self) -> list[str]:
+        """Where it listens, for the start line: every interface as configured (`:9775`,
+        `[::]:9775` and `0.0.0.0:9775` differ), other addresses as bound."""
+        described = []
+        for address, servers in self._listeners.items():
+            bound = [s.getsockname()[:2] for srv in servers for s in srv.sockets]
+            if address is not None and _every_interface(address.host) and bound:
+                described.append(str(ListenAddress(address.host, bound[0][1])))
+            else:
+                described += [str(ListenAddress(*b)) for b in bound]
+        return described
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

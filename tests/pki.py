@@ -53,6 +53,9 @@ class CA:
             "2",
             "-subj",
             f"/CN={name}",
+            # Python 3.13's strict verification wants a CA's key usage stated.
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
             cwd=directory,
         )
         return cls(directory, name)
@@ -74,7 +77,10 @@ class CA:
         usage = "clientAuth" if client else "serverAuth"
         ext = where / f"{name}.ext"
         ext.write_text(
-            f"subjectAltName={sans}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n",
+            # The key identifiers too: Python 3.13's default client context verifies strictly
+            # (VERIFY_X509_STRICT) and refuses a certificate without authorityKeyIdentifier.
+            f"subjectAltName={sans}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
+            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n",
             encoding="ascii",
         )
         _openssl(

@@ -153,6 +153,22 @@ def test_secret_file_open_to_group_or_others_is_refused(tmp_path: Path, mode: in
     assert "chmod 600" in problem
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+@pytest.mark.parametrize("setting", ["password_file", "option_file"])
+def test_secret_file_owned_by_another_user_is_refused(tmp_path: Path, setting: str) -> None:
+    """A private password file that another user owns is refused, even to root, naming the
+    owner and the fix; the same file owned by root is accepted."""
+    secret = write_secret(tmp_path / "pw", "[client]\npassword=x\n", 0o600)
+    config = f'[database]\nuser = "u"\ndatabase = "d"\n{setting} = "{secret}"\n'
+    os.chown(secret, 65534, 65534)  # nobody
+    (problem,) = _problems(tmp_path, config)
+    assert problem.startswith(f"database.{setting}:")
+    assert f"{secret} is owned by uid 65534" in problem
+    assert f"chown 0 {secret}" in problem
+    os.chown(secret, 0, 0)
+    assert _load(tmp_path, config).database.user == "u"
+
+
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
 def test_secret_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
     """A FIFO or a directory given as the password file is refused at once, naming it."""
@@ -266,6 +282,22 @@ def test_host_bits_set_suggests_the_network(tmp_path: Path) -> None:
     """An allowlist entry with host bits set suggests the network that was probably meant."""
     (problem,) = _problems(tmp_path, _minimal(tmp_path) + '[web]\nallow = ["10.1.2.3/8"]\n')
     assert "did you mean 10.0.0.0/8" in problem
+
+
+@pytest.mark.parametrize(
+    ("entry", "meant"),
+    [("::ffff:10.0.0.0/104", "10.0.0.0/8"), ("::ffff:192.0.2.7/128", "192.0.2.7/32")],
+)
+def test_ipv4_mapped_network_is_refused_with_its_ipv4_form(
+    tmp_path: Path, entry: str, meant: str
+) -> None:
+    """An IPv4-mapped IPv6 network in the allowlist, which could never match because IPv4
+    clients are matched as IPv4, is refused with the IPv4 network to write instead."""
+    text = _minimal(tmp_path) + f'[web]\nallow = ["{entry}"]\n'
+    (problem,) = _problems(tmp_path, text)
+    assert problem.startswith("web.allow:"), problem
+    assert f"{entry!r} is an IPv4-mapped IPv6 network" in problem
+    assert f"write {meant}" in problem
 
 
 def test_invalid_toml_is_one_clear_line(tmp_path: Path) -> None:

@@ -338,6 +338,32 @@ def test_dual_stack_listener_matches_ipv4_clients_as_ipv4(tmp_path: Path) -> Non
         exporter.stop()
 
 
+@pytest.mark.parametrize(
+    ("form", "ipv4", "ipv6"),
+    [(":{port}", True, True), ("[::]:{port}", True, True), ("0.0.0.0:{port}", True, False)],
+)
+def test_every_interface_forms_listen_as_go_exporters_do(
+    tmp_path: Path, form: str, ipv4: bool, ipv6: bool
+) -> None:
+    """`:port` and `[::]:port` take IPv4 and IPv6 clients, `0.0.0.0:port` IPv4 only, as Go
+    exporters read them; the start line names the address as it was given."""
+    port = free_port("::")
+    exporter = Exporter(tmp_path, "", "--demo", listen=form.format(port=port))
+    exporter.port = port
+    exporter.start(ready=True)
+    try:
+        first = exporter.log().splitlines()[0]
+        assert f"listen={form.format(port=port)} " in first
+        for host, served in (("127.0.0.1", ipv4), ("::1", ipv6)):
+            if served:
+                assert get(host, port, "/-/healthy").status == 200
+            else:
+                with pytest.raises(ConnectionRefusedError):
+                    get(host, port, "/-/healthy")
+    finally:
+        exporter.stop()
+
+
 def test_slow_clients_do_not_block_an_allowed_scraper(tmp_path: Path) -> None:
     """Hundreds of trickling connections beyond the cap: a scraper is still answered promptly."""
     exporter = Exporter(

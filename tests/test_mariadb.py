@@ -46,6 +46,24 @@ def test_counts_equal_the_table(tmp_path: Path, tasks_db: TasksDB, via: str) -> 
         assert exporter.stop() == 0
 
 
+def test_the_first_scrape_answered_already_shows_the_counts(
+    tmp_path: Path, tasks_db: TasksDB
+) -> None:
+    """An exporter accepts its first connection only once the first collection has ended, so
+    the first scrape (with socket activation, the one that started it) shows fresh counts."""
+    # SLEEP() per row: the first collection takes about half a second.
+    slow = db_config(
+        tmp_path, tasks_db, interval="60s", timeout="3s", extra_tasks='filter = "SLEEP(0.05) = 0"'
+    )
+    exporter = Exporter(tmp_path, slow).start(ready=False)  # waits for any answer at all
+    try:
+        samples = exporter.scrape()
+        assert value(samples, "tasks_exporter_up") == 1
+        assert task_counts(samples) == expected_counts(tasks_db)
+    finally:
+        exporter.stop()
+
+
 def test_new_rows_are_visible_at_the_next_interval(tmp_path: Path, tasks_db: TasksDB) -> None:
     """Rows committed by the application show up within one interval, with no restart."""
     exporter = db_exporter(tmp_path, tasks_db, interval="1s", timeout="0.5s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import re
 import secrets
 import shutil
 import socket
@@ -539,4 +540,378 @@ def test_prometheus_scrapes_over_tls_with_basic_auth_using_the_example(
         assert prometheus.value('tasks_exporter_up{job="tasks"}') == 1
     finally:
         prometheus.stop()
+        exporter.stop()
+
+
+# -- what the handshake offers ----------------------------------------------------------------
+
+
+def handshake(port: int, pki: PKI, *args: str) -> dict[str, str] | None:
+    """What `openssl s_client` negotiates with the exporter given `args` (protocol, cipher,
+    group...), or None when the handshake fails."""
+    result = subprocess.run(
+        [
+            *("openssl", "s_client", "-brief", "-connect", f"127.0.0.1:{port}"),
+            *("-CAfile", str(pki.server_ca.cert), "-verify_return_error", *args),
+        ],
+        input="",
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=15,
+    )
+    if result.returncode != 0 or "CONNECTION ESTABLISHED" not in result.stderr:
+        return None
+    fields = (line.partition(": ") for line in result.stderr.splitlines())
+    return {name: value for name, sep, value in fields if sep}
+
+
+@pytest.fixture(scope="module")
+def tls_only(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Exporter]:
+    """An exporter serving TLS with the default settings: a certificate and nothing else."""
+    workdir = tmp_path_factory.mktemp("tls-only")
+    web = workdir / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n",
+        encoding="utf-8",
+    )
+    exporter = Exporter(
+        workdir, "", "--demo", "--web.config.file", str(web), ssl_context=client_context(pki)
+    ).start()
+    yield exporter
+    exporter.stop()
+
+
+AEAD_TLS12: tuple[str, ...] = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384")
+AEAD_TLS12 += ("ECDHE-ECDSA-CHACHA20-POLY1305",)
+CBC_TLS12: tuple[str, ...] = ("ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384")
+CBC_TLS12 += ("ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA")
+
+
+def test_tls12_offers_only_aead_cipher_suites_by_default(tls_only: Exporter, pki: PKI) -> None:
+    """A TLS 1.2 client offering one CBC suite is refused; each AEAD suite (GCM, ChaCha20) is
+    negotiated when offered alone."""
+    for cipher in AEAD_TLS12:
+        got = handshake(tls_only.port, pki, "-tls1_2", "-cipher", cipher)
+        assert got is not None, cipher
+        assert got["Ciphersuite"] == cipher
+    for cipher in CBC_TLS12:
+        assert handshake(tls_only.port, pki, "-tls1_2", "-cipher", cipher) is None, cipher
+
+
+def _serve(
+    workdir: Path,
+    pki: PKI,
+    web_text: str,
+    client: Cert | None = None,
+    *,
+    tls: bool = True,
+    config: str = "",
+) -> Exporter:
+    """An exporter (demo database) with this web config file, reached as `client`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    web = workdir / "web.yml"
+    web.write_text(web_text, encoding="utf-8")
+    web.chmod(0o600)  # it may hold a key inline
+    return Exporter(
+        workdir, config, "--demo", "--web.config.file", str(web), "--log.level", "debug",
+        ssl_context=client_context(pki, client) if tls else None,
+    ).start()  # fmt: skip
+
+
+def _server_tls(pki: PKI, extra: str = "") -> str:
+    return (
+        f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n"
+        + extra
+    )
+
+
+GCM128, GCM256, CHACHA, CBC128 = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA",
+)
+
+
+def test_cipher_suites_are_the_listed_ones_in_the_servers_order_unless_told_otherwise(
+    tmp_path: Path, pki: PKI
+) -> None:
+    """With cipher_suites (Go's names), TLS 1.2 offers exactly those, a CBC one included when
+    listed; the server's order wins, and the client's once prefer_server_cipher_suites is
+    false (picked up from the edited file); openssl, curl and Python's ssl alike."""
+    suites = (
+        "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,"
+        " TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,"
+        " TLS_AES_128_GCM_SHA256]\n"
+    )
+    exporter = _serve(tmp_path, pki, _server_tls(pki, suites))
+    try:
+        port = exporter.port
+        for cipher in (GCM128, CHACHA, CBC128):
+            got = handshake(port, pki, "-tls1_2", "-cipher", cipher)
+            assert (got or {}).get("Ciphersuite") == cipher, cipher
+        assert handshake(port, pki, "-tls1_2", "-cipher", GCM256) is None
+        got = handshake(port, pki, "-tls1_2", "-cipher", f"{CHACHA}:{GCM128}")
+        assert (got or {}).get("Ciphersuite") == GCM128  # the server's first
+        assert _python_cipher(port, pki, f"{CHACHA}:{GCM128}") == GCM128
+        assert _curl_cipher(port, pki, f"{CHACHA}:{GCM128}") == GCM128
+        assert _curl_cipher(port, pki, GCM256) is None
+        got = handshake(port, pki, "-tls1_3")
+        assert (got or {}).get("Protocol version") == "TLSv1.3"
+
+        web = tmp_path / "web.yml"
+        _atomic_write(web, _server_tls(pki, suites + "  prefer_server_cipher_suites: false\n"))
+        web.chmod(0o600)
+        wait_for(
+            lambda: (
+                (got := handshake(port, pki, "-tls1_2", "-cipher", f"{CHACHA}:{GCM128}"))
+                and got["Ciphersuite"] == CHACHA
+            ),
+            timeout=5,
+            what="the client's order to win",
+        )
+        assert _python_cipher(port, pki, f"{CHACHA}:{GCM128}") == CHACHA
+        assert _curl_cipher(port, pki, f"{CHACHA}:{GCM128}") == CHACHA
+    finally:
+        exporter.stop()
+
+
+def _python_cipher(port: int, pki: PKI, ciphers: str) -> str | None:
+    """The suite Python's ssl gets over TLS 1.2 offering `ciphers` in that order, or None."""
+    context = client_context(pki)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    return _python_tls(port, context)
+
+
+def _curl_cipher(port: int, pki: PKI, ciphers: str) -> str | None:
+    """The suite curl reports using over TLS 1.2 offering `ciphers`, or None."""
+    argv = ["curl", "-sSv", "--max-time", "5", "-o", "/dev/null", "--cacert"]
+    argv += [str(pki.server_ca.cert), "--tls-max", "1.2", "--ciphers", ciphers]
+    argv.append(f"https://127.0.0.1:{port}/-/healthy")
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=15)
+    match = re.search(r"SSL connection using TLSv1\.2 / (\S+)", result.stderr)
+    return match[1] if match and result.returncode == 0 else None
+
+
+def test_curve_preferences_limits_the_key_exchange_to_the_curve(tmp_path: Path, pki: PKI) -> None:
+    """curve_preferences with one curve: clients offering it connect (TLS 1.2 and 1.3), a
+    client offering only another curve cannot; openssl, curl and Python's ssl alike."""
+    exporter = _serve(tmp_path, pki, _server_tls(pki, "  curve_preferences: [CurveP384]\n"))
+    try:
+        for version in ("-tls1_2", "-tls1_3"):
+            # The client prefers P-256 (its certificate's curve, which TLS 1.2 needs listed).
+            got = handshake(exporter.port, pki, version, "-groups", "P-256:P-384")
+            assert got is not None, version
+            assert "384" in got.get("Server Temp Key", ""), got  # P-384 or secp384r1
+            assert handshake(exporter.port, pki, version, "-groups", "X25519:P-256") is None
+        for curve, served in (("P-384", True), ("P-256", False)):
+            status = _curl_tls(exporter.port, pki, "--tlsv1.3", "--curves", curve)
+            assert status == ("200" if served else "000"), curve
+            context = client_context(pki)
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
+            context.set_ecdh_curve({"P-384": "secp384r1", "P-256": "prime256v1"}[curve])
+            assert (_python_tls(exporter.port, context) is not None) == served, curve
+    finally:
+        exporter.stop()
+
+
+def _pem(path: Path) -> str:
+    """A PEM file as a YAML literal block, indented for tls_server_config."""
+    lines = path.read_text(encoding="ascii").strip().splitlines()
+    return "|\n" + "".join(f"    {line}\n" for line in lines)
+
+
+def test_inline_certificate_key_and_client_ca_work_like_files(tmp_path: Path, pki: PKI) -> None:
+    """cert, key and client_ca given inline in the file serve TLS and verify client
+    certificates as the _file forms do, for Python's ssl and curl alike."""
+    web = (
+        f"tls_server_config:\n  cert: {_pem(pki.server.cert)}  key: {_pem(pki.server.key)}"
+        f"  client_ca: {_pem(pki.clients_ca.cert)}"
+        "  client_auth_type: RequireAndVerifyClientCert\n"
+    )
+    exporter = _serve(tmp_path, pki, web, client=pki.client)
+    try:
+        assert _presented_with(exporter.port, pki, pki.client) == pki.server.fingerprint()
+        assert exporter.get("/metrics").status == 200
+        secure = Secure(exporter, pki, {"alice": ""})
+        for cert, expected in (("client", 200), ("rogue", None), ("none", None)):
+            outcome = with_curl(secure, Attempt(cert=cert), tmp_path)
+            assert outcome.status == expected, cert
+            outcome = with_python(secure, Attempt(cert=cert))
+            assert outcome.status == expected, cert
+    finally:
+        exporter.stop()
+
+
+def _presented_with(port: int, pki: PKI, cert: Cert) -> str:
+    context = client_context(pki, cert)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return hashlib.sha256(der).hexdigest()
+
+
+def test_client_allowed_sans_lets_in_only_certificates_naming_an_allowed_san(
+    tmp_path: Path, pki: PKI
+) -> None:
+    """With client_allowed_sans, a verified client certificate is let in only if one of its
+    SANs (DNS, IP, e-mail or URI) is listed: others get no HTTP answer at all, with Python's
+    ssl and curl, and the refusal is logged at debug."""
+    ca = pki.clients_ca
+    named = {
+        "dns": ca.issue("by-dns", sans="DNS:scraper.example", client=True, directory=tmp_path),
+        "ipv6": ca.issue("by-ip", sans="IP:2001:db8::7", client=True, directory=tmp_path),
+        "uri": ca.issue(
+            "by-uri", sans="URI:spiffe://example/prom", client=True, directory=tmp_path
+        ),
+        "other": ca.issue("other", sans="DNS:intruder.example", client=True, directory=tmp_path),
+    }
+    extra = (
+        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {ca.cert}\n"
+        "  client_allowed_sans: [scraper.example, '2001:db8::7', 'spiffe://example/prom']\n"
+    )
+    exporter = _serve(
+        tmp_path / "exporter", pki, _server_tls(pki, extra), client=named["dns"],
+        config="[web]\nmax_connections = 2\n",
+    )  # fmt: skip
+    try:
+        for name, cert in named.items():
+            expected = None if name == "other" else 200
+            context = client_context(pki, cert)
+            try:
+                status: int | None = exporter.get("/metrics", ssl_context=context).status
+            except (OSError, http.client.HTTPException):
+                status = None
+            assert status == expected, name
+            argv = ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"]
+            argv += ["--cacert", str(pki.server_ca.cert), "--cert", str(cert.cert)]
+            argv += ["--key", str(cert.key), f"https://127.0.0.1:{exporter.port}/metrics"]
+            result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=15)
+            assert result.stdout == ("000" if expected is None else "200"), (name, result)
+        assert "no allowed SAN in the client certificate" in exporter.log()
+        # Each refused connection is closed and forgotten: none holds one of the two slots.
+        refused = client_context(pki, named["other"])
+        for _ in range(6):
+            with pytest.raises((OSError, http.client.HTTPException)):
+                exporter.get("/metrics", ssl_context=refused)
+        assert "connection limit reached" not in exporter.log()
+        assert exporter.get("/metrics").status == 200
+    finally:
+        exporter.stop()
+
+
+def test_rate_limit_answers_429_beyond_the_burst_for_all_clients_together(
+    tmp_path: Path, pki: PKI
+) -> None:
+    """rate_limit lets `burst` requests through at once, answers 429 Too Many Requests beyond
+    it, from any client address (one bucket, as the toolkit), and one more request per
+    interval after that."""
+    exporter = _serve(tmp_path, pki, "rate_limit:\n  interval: 500ms\n  burst: 3\n", tls=False)
+    time.sleep(1.6)  # the start-up checks took tokens: let the bucket fill again
+
+    def status(source: str) -> int:
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", exporter.port, timeout=5, source_address=(source, 0)
+        )
+        try:
+            conn.request("GET", "/-/healthy")
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    try:
+        assert 'rate_limit="3, then 1 per 0.5s"' in exporter.log().splitlines()[0]
+        assert [status(s) for s in ("127.0.0.1", "127.0.0.2", "127.0.0.3")] == [200] * 3
+        assert status("127.0.0.4") == 429
+        argv = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"]
+        curl = subprocess.run(
+            [*argv, f"http://127.0.0.1:{exporter.port}/metrics"],
+            capture_output=True, text=True, check=False, timeout=15,
+        )  # fmt: skip
+        assert curl.stdout == "429"
+        time.sleep(0.6)
+        assert status("127.0.0.1") == 200
+        assert status("127.0.0.1") == 429
+    finally:
+        exporter.stop()
+
+
+def _curl_tls(port: int, pki: PKI, *args: str) -> str:
+    """The HTTP status curl gets for /-/healthy with these TLS options ("000": no connection)."""
+    argv = ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"]
+    argv += ["--cacert", str(pki.server_ca.cert), *args, f"https://127.0.0.1:{port}/-/healthy"]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=15).stdout
+
+
+def _python_tls(port: int, context: ssl.SSLContext) -> str | None:
+    """The cipher suite Python's ssl negotiates with this client context, or None."""
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            cipher = tls.cipher()
+            return None if cipher is None else cipher[0]
+    except OSError:
+        return None
+
+
+def test_default_tls12_suites_with_curl_and_python(tls_only: Exporter, pki: PKI) -> None:
+    """curl and Python's ssl, limited to TLS 1.2 and one CBC suite, cannot connect by default;
+    with an AEAD suite they can."""
+    for cipher in (*CBC_TLS12[:2], AEAD_TLS12[0]):
+        aead = cipher in AEAD_TLS12
+        status = _curl_tls(tls_only.port, pki, "--tls-max", "1.2", "--ciphers", cipher)
+        assert status == ("200" if aead else "000"), cipher
+        context = client_context(pki)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(cipher)
+        assert _python_tls(tls_only.port, context) == (cipher if aead else None)
+
+
+def test_min_and_max_version_bound_what_clients_may_speak(tmp_path: Path, pki: PKI) -> None:
+    """min_version TLS13 refuses a TLS 1.2-only client; max_version TLS12 refuses a TLS
+    1.3-only one; openssl, curl and Python's ssl alike."""
+    for bound, allowed, refused in (("min_version: TLS13", "1.3", "1.2"),
+                                    ("max_version: TLS12", "1.2", "1.3")):  # fmt: skip
+        exporter = _serve(tmp_path / bound[:3], pki, _server_tls(pki, f"  {bound}\n"))
+        try:
+            flag = {"1.2": "-tls1_2", "1.3": "-tls1_3"}
+            assert (handshake(exporter.port, pki, flag[allowed]) or {}).get(
+                "Protocol version"
+            ) == f"TLSv{allowed}"
+            assert handshake(exporter.port, pki, flag[refused]) is None
+            curl = {"1.2": ("--tlsv1.2", "--tls-max", "1.2"), "1.3": ("--tlsv1.3",)}
+            assert _curl_tls(exporter.port, pki, *curl[allowed]) == "200"
+            assert _curl_tls(exporter.port, pki, *curl[refused]) == "000"
+            version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+            for spoken, expected in ((allowed, True), (refused, False)):
+                context = client_context(pki)
+                context.minimum_version = context.maximum_version = version[spoken]
+                assert (_python_tls(exporter.port, context) is not None) == expected
+        finally:
+            exporter.stop()
+
+
+def test_verify_client_cert_if_given_lets_in_no_certificate_but_not_a_bad_one(
+    tmp_path: Path, pki: PKI
+) -> None:
+    """VerifyClientCertIfGiven: a client without a certificate is served, one with a
+    certificate from the trusted CA too, one with a certificate from another CA is refused in
+    the handshake; curl and Python's ssl alike."""
+    extra = (
+        f"  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: {pki.clients_ca.cert}\n"
+    )
+    exporter = _serve(tmp_path, pki, _server_tls(pki, extra))
+    try:
+        secure = Secure(exporter, pki, {})
+        for cert, expected in (("none", 200), ("client", 200), ("rogue", None)):
+            assert with_curl(secure, Attempt(cert=cert), tmp_path).status == expected, cert
+            assert with_python(secure, Attempt(cert=cert)).status == expected, cert
+    finally:
         exporter.stop()

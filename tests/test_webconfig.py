@@ -4,7 +4,10 @@ auth checks passwords."""
 from __future__ import annotations
 
 import base64
+import os
+import re
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -15,9 +18,15 @@ import pytest
 from exporter.auth import BasicAuth, Credentials, Users, parse_basic
 from exporter.config import ConfigError, Overrides, load
 from exporter.secret import Secret
-from exporter.webconfig import WebConfigError, read_web_security
+from exporter.webconfig import (
+    RateLimit,
+    RateLimitConfig,
+    WebConfigError,
+    allowed_sans,
+    read_web_security,
+)
 from pki import CA, Cert
-from support import run_cli
+from support import Exporter, lines_matching, run_cli, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "web-config.yml"
@@ -53,6 +62,7 @@ def _write(directory: Path, text: str, certs: tuple[CA, Cert] | None = None) -> 
         shutil.copy(certs[0].cert, directory / "ca.crt")
     path = directory / "web.yml"
     path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)  # it may hold a key inline
     return path
 
 
@@ -85,6 +95,29 @@ def test_shipped_example_is_accepted_by_promtool_and_the_exporter(
     assert [user for user, _ in security.users] == ["prometheus"]
 
 
+def test_the_examples_commented_keys_work_once_uncommented(
+    tmp_path: Path, certs: tuple[CA, Cert]
+) -> None:
+    """Uncommenting every optional key of examples/web-config.yml (mutual TLS with allowed
+    SANs, a rate limit) gives a file the exporter accepts."""
+    text = re.sub(
+        r"^(\s*)# (\s*[a-z_]+:.*)$",
+        r"\1\2",
+        EXAMPLE.read_text(encoding="utf-8"),
+        flags=re.MULTILINE,
+    )
+    assert "\nrate_limit:\n" in text
+    assert "\n  client_allowed_sans: [" in text
+    path = _write(tmp_path, text)
+    shutil.copy(certs[1].cert, tmp_path / "tasks_exporter.crt")
+    shutil.copy(certs[1].key, tmp_path / "tasks_exporter.key")
+    shutil.copy(certs[0].cert, tmp_path / "scrapers-ca.crt")
+    security = read_web_security(path)
+    assert security.tls is not None
+    assert security.tls.client_allowed_sans == ("prometheus.example.org",)
+    assert security.rate_limit == RateLimitConfig(interval=0.1, burst=10)
+
+
 def test_the_example_placeholder_matches_no_password() -> None:
     """The example's hash is a placeholder: it is well formed, and an empty or obvious password
     does not match it, so a copied example locks everyone out rather than letting anyone in."""
@@ -110,7 +143,44 @@ GOOD = {
         "    Content-Security-Policy: \"default-src 'none'\"\n    X-XSS-Protection: '0'\n"
         "    Strict-Transport-Security: ''\n"
     ),
+    "cipher suites": _tls(
+        "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_AES_128_GCM_SHA256,"
+        " TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA]\n  prefer_server_cipher_suites: false\n"
+    ),
+    "one curve": _tls("  curve_preferences: [CurveP521]\n"),
+    "mtls with SANs": _tls(
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
+        "  client_allowed_sans: [prometheus.example, 192.0.2.1]\n"
+    ),
+    "inline": "inline",  # made from the certificates by the test
+    "rate limit": "rate_limit:\n  interval: 1m30s\n  burst: 10\n",
+    "rate limit off": "rate_limit:\n  interval: 0s\n",
 }
+# Keys younger than the exporter-toolkit in Debian 12's promtool (2.42), which refuses them as
+# unknown fields: for files using them, promtool's only complaint must be that.
+NEWER_THAN_PROMTOOL = ("client_allowed_sans", "rate_limit", "cert", "key", "client_ca")
+
+
+def _inline(certs: tuple[CA, Cert]) -> str:
+    def block(path: Path) -> str:
+        lines = path.read_text(encoding="ascii").strip().splitlines()
+        return "|\n" + "".join(f"    {line}\n" for line in lines)
+
+    return (
+        f"tls_server_config:\n  cert: {block(certs[1].cert)}  key: {block(certs[1].key)}"
+        f"  client_ca: {block(certs[0].cert)}  client_auth_type: VerifyClientCertIfGiven\n"
+    )
+
+
+def promtool_agrees(path: Path, *, accepted: bool) -> bool:
+    """promtool accepts the file as expected, or refuses it only for a key it predates."""
+    result = promtool_check(path)
+    if (result.returncode == 0) == accepted:
+        return True
+    return any(
+        f"field {key} not found in type web." in result.stdout + result.stderr
+        for key in NEWER_THAN_PROMTOOL
+    )
 
 
 @pytest.mark.parametrize("name", GOOD)
@@ -118,8 +188,9 @@ def test_valid_files_are_accepted_like_promtool_does(
     tmp_path: Path, certs: tuple[CA, Cert], name: str
 ) -> None:
     """Files promtool accepts, in the subset of keys supported here, are accepted."""
-    path = _write(tmp_path, GOOD[name], certs)
-    assert promtool_check(path).returncode == 0
+    text = _inline(certs) if GOOD[name] == "inline" else GOOD[name]
+    path = _write(tmp_path, text, certs)
+    assert promtool_agrees(path, accepted=True)
     read_web_security(path)
 
 
@@ -127,9 +198,22 @@ BAD = {
     # Refused by promtool too: unknown keys, wrong values.
     "unknown top key": ("colour: blue\n", "colour: not supported by tasks_exporter"),
     "unknown tls key": (
-        _tls("  client_allowed_sans: [a]\n"),
-        "tls_server_config.client_allowed_sans: not supported",
+        _tls("  session_tickets: false\n"),
+        "tls_server_config.session_tickets: not supported",
     ),
+    "unknown cipher": (
+        _tls("  cipher_suites: [TLS_RSA_WITH_3DES_EDE_CBC_SHA]\n"),
+        "tls_server_config.cipher_suites: unknown 'TLS_RSA_WITH_3DES_EDE_CBC_SHA'",
+    ),
+    "OpenSSL cipher name": (
+        _tls("  cipher_suites: [ECDHE-ECDSA-AES128-GCM-SHA256]\n"),
+        "the names are Go's",
+    ),
+    "unknown curve": (
+        _tls("  curve_preferences: [CurveP224]\n"),
+        "tls_server_config.curve_preferences: unknown 'CurveP224'",
+    ),
+    "unknown rate limit key": ("rate_limit:\n  per: client\n", "rate_limit.per: not supported"),
     "header not allowed": (
         "http_server_config:\n  headers:\n    X-Powered-By: me\n",
         "http_server_config.headers.X-Powered-By: this header cannot be configured",
@@ -171,7 +255,7 @@ BAD = {
     "http2 on": ("http_server_config:\n  http2: true\n", "http_server_config.http2:"),
     "unverified client certs": (
         _tls("  client_auth_type: RequireClientCert\n  client_ca_file: ca.crt\n"),
-        "RequireClientCert accepts certificates without verifying them",
+        "RequireClientCert accepts client certificates without verifying them",
     ),
     "verify without a CA": (
         _tls("  client_auth_type: RequireAndVerifyClientCert\n"),
@@ -193,6 +277,59 @@ BAD = {
         f"basic_auth_users:\n  'a:b': '{PLACEHOLDER}'\n",
         "basic_auth_users.a:b: a user name cannot contain ':'",
     ),
+    "two curves": (
+        _tls("  curve_preferences: [X25519, CurveP256]\n"),
+        "tls_server_config.curve_preferences: Python's ssl can limit the key exchange to one",
+    ),
+    "only TLS 1.3 suites with TLS 1.2 on": (
+        _tls("  cipher_suites: [TLS_AES_128_GCM_SHA256]\n"),
+        "tls_server_config.cipher_suites: lists no TLS 1.2 suite",
+    ),
+    "RequireAnyClientCert": (
+        _tls("  client_auth_type: RequireAnyClientCert\n  client_ca_file: ca.crt\n"),
+        "which Python's ssl cannot do",
+    ),
+    "SANs without client certificates": (
+        _tls("  client_allowed_sans: [prometheus.example]\n"),
+        "tls_server_config.client_allowed_sans: set, but client_auth_type is NoClientCert",
+    ),
+    "empty SANs": (
+        _tls(
+            "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
+            "  client_allowed_sans: []\n"
+        ),
+        "tls_server_config.client_allowed_sans: empty, so every client would be refused",
+    ),
+    "cert and cert_file": (
+        _tls("  cert: '-----BEGIN CERTIFICATE-----'\n"),
+        "tls_server_config.cert: set with cert_file; give one of them",
+    ),
+    "key not PEM": (
+        "tls_server_config:\n  cert_file: server.crt\n  key: hunter2\n",
+        "tls_server_config.key: must be PEM text (-----BEGIN ...); the value is not shown here",
+    ),
+    "burst 0": (
+        "rate_limit:\n  interval: 1s\n  burst: 0\n",
+        "rate_limit.burst: 0 would refuse every request",
+    ),
+    "interval without unit": (
+        "rate_limit:\n  interval: 1\n  burst: 5\n",
+        'rate_limit.interval: must be a duration such as "1s", got 1',
+    ),
+    "negative interval": (
+        "rate_limit:\n  interval: -1s\n  burst: 5\n",
+        "rate_limit.interval: must not be negative",
+    ),
+    "typographic quote in a header": (
+        (
+            "http_server_config:\n  headers:\n"
+            '    Content-Security-Policy: "default-src \u2019self\u2019"\n'
+        ),
+        (
+            "http_server_config.headers.Content-Security-Policy: must be visible ASCII"
+            " (and spaces); '\\u2019' at character 13 is not"
+        ),
+    ),
 }
 PROMTOOL_ACCEPTS = {
     "http2 on",
@@ -202,6 +339,17 @@ PROMTOOL_ACCEPTS = {
     "max below min",
     "TLS settings without a certificate",
     "colon in user",
+    "typographic quote in a header",
+    "two curves",
+    "only TLS 1.3 suites with TLS 1.2 on",
+    "RequireAnyClientCert",
+    "SANs without client certificates",
+    "empty SANs",
+    "cert and cert_file",
+    "key not PEM",
+    "burst 0",
+    "interval without unit",
+    "negative interval",
 }
 
 
@@ -215,7 +363,8 @@ def test_invalid_files_are_refused_naming_the_key(
     path = _write(tmp_path, text, certs)
     problems = _problems(path)
     assert any(expected in p for p in problems), problems
-    assert (promtool_check(path).returncode == 0) == (name in PROMTOOL_ACCEPTS)
+    assert "hunter2" not in "".join(problems)
+    assert promtool_agrees(path, accepted=name in PROMTOOL_ACCEPTS)
 
 
 def test_every_problem_is_reported_at_once_under_the_flag(tmp_path: Path) -> None:
@@ -234,12 +383,46 @@ def test_every_problem_is_reported_at_once_under_the_flag(tmp_path: Path) -> Non
         line.startswith("tasks_exporter: config error: --web.config.file: ") for line in lines
     )
     text = result.stderr
-    assert "rate_limit: not supported" in text
-    assert "tls_server_config.cipher_suites: not supported" in text
+    assert "rate_limit.burst: 0 would refuse every request" in text
+    assert "tls_server_config.cipher_suites: unknown 'x'" in text
     assert "tls_server_config.key_file: cannot read" in text
     assert "basic_auth_users.alice: must be a bcrypt hash" in text
     assert "hunter2" not in text  # a wrong hash (perhaps a password) is not echoed
     assert len(lines) == 4
+
+
+def test_a_header_edited_to_non_ascii_is_refused_and_the_previous_one_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    """A typographic quote pasted into a header value is refused by --config.check and, in the
+    file of a running exporter, logged naming the header while the previous headers keep
+    being served on every path."""
+    web = tmp_path / "web.yml"
+    good = "http_server_config:\n  headers:\n    Content-Security-Policy: \"default-src 'none'\"\n"
+    web.write_text(good, encoding="utf-8")
+    exporter = Exporter(tmp_path, "", "--demo", "--web.config.file", str(web)).start(ready=True)
+    try:
+        assert exporter.get("/metrics").headers["content-security-policy"] == "default-src 'none'"
+        pasted = good.replace("'none'", "\u2018none\u2019")
+        aside = web.with_suffix(".new")
+        aside.write_text(pasted, encoding="utf-8")
+        aside.replace(web)
+        wait_for(
+            lambda: exporter.get("/-/healthy") and "keeping the previous one" in exporter.log(),
+            timeout=5,
+            what="the edited file to be refused",
+        )
+        (line,) = lines_matching(exporter.log(), "keeping the previous one")
+        assert "http_server_config.headers.Content-Security-Policy: must be visible ASCII" in line
+        for path in ("/metrics", "/", "/-/healthy", "/-/ready", "/nope"):
+            reply = exporter.get(path)
+            assert reply.status in (200, 404), reply
+            assert reply.headers["content-security-policy"].startswith("default-src 'none'")
+    finally:
+        exporter.stop()
+    check = run_cli("--demo", "--web.config.file", str(web), "--config.check", cwd=tmp_path)
+    assert check.returncode == 2
+    assert "headers.Content-Security-Policy: must be visible ASCII" in check.stderr
 
 
 def test_file_named_in_toml_is_reported_under_its_setting(tmp_path: Path) -> None:
@@ -251,7 +434,7 @@ def test_file_named_in_toml_is_reported_under_its_setting(tmp_path: Path) -> Non
         load(config, Overrides(demo=True), {})
     expected = (
         "web.config_file: colour: not supported by tasks_exporter; remove it"
-        " (supported: tls_server_config, http_server_config, basic_auth_users)"
+        " (supported: tls_server_config, http_server_config, basic_auth_users, rate_limit)"
     )
     assert info.value.problems == (expected,)
 
@@ -277,6 +460,37 @@ def test_private_key_readable_by_others_is_refused(tmp_path: Path, certs: tuple[
     assert "accessible by others (mode 0644)" in problem
     assert f"chmod 600 {tmp_path / 'server.key'}" in problem
     (tmp_path / "server.key").chmod(0o640)  # group-readable (ssl-cert, say) is fine
+    read_web_security(path)
+
+
+def test_inline_key_in_a_file_others_can_read_is_refused_without_showing_it(
+    tmp_path: Path, certs: tuple[CA, Cert]
+) -> None:
+    """A key given inline makes the web config file a key file: readable by others, it is
+    refused with the chmod that fixes it, and no line shows the key."""
+    path = _write(tmp_path, _inline(certs), certs)
+    read_web_security(path)
+    path.chmod(0o644)
+    (problem,) = _problems(path)
+    assert problem.startswith("tls_server_config.key: the file holding it:")
+    assert f"chmod 600 {path}" in problem
+    key_lines = certs[1].key.read_text(encoding="ascii").splitlines()[1:-1]
+    assert not any(line in problem for line in key_lines)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_private_key_owned_by_another_user_is_refused(
+    tmp_path: Path, certs: tuple[CA, Cert]
+) -> None:
+    """A TLS key that another user owns is refused, even to root, naming the owner."""
+    path = _write(
+        tmp_path, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n", certs
+    )
+    os.chown(tmp_path / "server.key", 65534, 65534)  # nobody
+    (problem,) = _problems(path)
+    assert "key_file" in problem
+    assert f"{tmp_path / 'server.key'} is owned by uid 65534" in problem
+    os.chown(tmp_path / "server.key", 0, 0)
     read_web_security(path)
 
 
@@ -365,3 +579,63 @@ def test_passwords_longer_than_bcrypt_reads_are_checked_on_72_bytes() -> None:
     users = _users(long_password)
     assert auth.verify(users, Credentials(b"alice", long_password + b"ignored"))
     assert not auth.verify(users, Credentials(b"alice", b"x" * 71))
+
+
+# -- rate limit and SANs, the pure parts ------------------------------------------------------
+
+
+def test_rate_limit_is_a_token_bucket_that_starts_full() -> None:
+    """`burst` requests pass at once, the next is refused, one more passes per interval, and
+    an idle spell refills the bucket only up to `burst`."""
+    limit = RateLimit(RateLimitConfig(interval=2.0, burst=3), now=100.0)
+    assert [limit.allow(100.0) for _ in range(4)] == [True, True, True, False]
+    assert not limit.allow(101.9)
+    assert limit.allow(102.0)
+    assert not limit.allow(102.0)
+    assert [limit.allow(1000.0) for _ in range(4)] == [True, True, True, False]
+    assert not limit.allow(999.0)  # a clock that steps back grants nothing
+
+
+def test_allowed_sans_matches_any_san_exactly_as_go_writes_it() -> None:
+    """A certificate is allowed when one of its DNS, IP, e-mail or URI SANs is listed; IP
+    addresses compare in Go's short form; the subject's common name does not count."""
+    cert = {
+        "subject": ((("commonName", "scraper.example"),),),
+        "subjectAltName": (
+            ("DNS", "a.example"),
+            ("IP Address", "2001:DB8:0:0:0:0:0:7\n"),  # how Python's ssl writes IPv6
+            ("email", "ops@example.org"),
+            ("URI", "spiffe://example/prom"),
+        ),
+    }
+    for allowed in ("a.example", "2001:db8::7", "ops@example.org", "spiffe://example/prom"):
+        assert allowed_sans(cert, {allowed}), allowed
+    for refused in ("scraper.example", "A.example", "2001:DB8:0:0:0:0:0:7", "example.org"):
+        assert not allowed_sans(cert, {refused}), refused
+    assert not allowed_sans({}, {"a.example"})
+
+
+def _can_select_x25519() -> bool:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.set_ecdh_curve("X25519")
+    except ssl.SSLError:
+        return False
+    return True
+
+
+def test_x25519_is_accepted_exactly_where_this_pythons_ssl_can_select_it(
+    tmp_path: Path, certs: tuple[CA, Cert]
+) -> None:
+    """curve_preferences: [X25519] is accepted on a Python whose ssl can select it (3.11.7 and
+    later here) and refused at --config.check, with the reason, where it cannot (Debian 12's
+    3.11.2), rather than failing when the exporter starts."""
+    path = _write(tmp_path, _tls("  curve_preferences: [X25519]\n"), certs)
+    assert promtool_check(path).returncode == 0
+    if _can_select_x25519():
+        read_web_security(path)
+    else:
+        (problem,) = _problems(path)
+        assert problem.startswith(
+            "tls_server_config.curve_preferences: X25519 cannot be selected by this Python's ssl"
+        )
