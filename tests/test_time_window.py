@@ -333,3 +333,24 @@ def test_the_session_zone_is_utc_whatever_the_server_says(skewed_tasks_db: Tasks
     finally:
         source.close()
     assert datetime.fromtimestamp(0, UTC).year == 1970
+
+
+def test_a_filter_with_percent_signs_works_beside_the_window(tasks_db: TasksDB) -> None:
+    """A trusted filter using LIKE 'P%' still means what it says when the window's bounds are
+    passed as parameters (PyMySQL would otherwise read its % as one)."""
+    table = _time_table(tasks_db)
+    for status, when in [("Pending", 500.0), ("Paused", 600.0), ("Success", 700.0)]:
+        _insert(tasks_db, table, status, when)
+    tasks = TasksConfig(
+        table=table,
+        time_column="at_epoch",
+        window=Window(seconds=1000),
+        filter="task_status LIKE 'P%' AND task_status NOT LIKE '%d'",
+    )
+    loop = _loop(tasks_db, tasks, [1000.0])
+    try:
+        snapshot = loop.collect_once()
+    finally:
+        loop.stop()
+    assert snapshot.up, snapshot.error
+    assert dict(snapshot.counts or ()) == {"Success": 0, "Pending": 1, "Failed": 0}
