@@ -244,6 +244,7 @@ class CollectionLoop:
         # connection error comes sooner than the interval).
         self.next_wait = collection.interval
         self._retry: float | None = None  # the delay of the last retry, during connection errors
+        self._last_success_duration: float | None = None  # how long the last good query took
 
     @property
     def snapshot(self) -> Snapshot:
@@ -342,6 +343,8 @@ class CollectionLoop:
         self._report(outcome, error, reason, duration)
         self._report_plan(plan)
         self._report_stretch(outcome, duration, effective, plan)
+        if outcome == "success":
+            self._last_success_duration = duration
         if connect_failed:
             self.next_wait = self._retry_delay(effective)
         else:
@@ -386,6 +389,8 @@ class CollectionLoop:
         }
         if plan is not None:
             kv["estimated_rows"] = plan.estimated_rows
+        if self._last_success_duration is not None:
+            kv["last_successful_query_seconds"] = round(self._last_success_duration, 3)
         if state == "timeout":
             self._log.warning(
                 "the query needs more than the timeout allows; collections are spaced out while"

@@ -15,7 +15,15 @@ from exporter.collect import CollectionLoop
 from exporter.config import CollectionConfig, TasksConfig, Window
 from exporter.metrics import families
 from exporter.mysql import MySQLSource
-from support import db_exporter, db_source_config, lines_matching, value, wait_for, wait_up
+from support import (
+    collections,
+    db_exporter,
+    db_source_config,
+    lines_matching,
+    value,
+    wait_for,
+    wait_up,
+)
 
 pytestmark = pytest.mark.mariadb
 
@@ -164,3 +172,43 @@ def test_counts_return_about_a_second_after_the_database_does(
         assert recovered - back_at < 3.0
     finally:
         exporter.stop()
+
+
+def test_a_query_longer_than_the_default_timeout_gets_counts_with_a_longer_timeout(
+    tmp_path: Path, tasks_db: TasksDB
+) -> None:
+    """A query needing 1 s is cut off at a 0.5 s timeout, and the log says what it needed
+    against what the timeout allowed; with timeout = "2s" (interval "3s") it gets counts."""
+    sleep_filter = _slow_knob(tasks_db)
+    tasks_db.server.execute(f"UPDATE `{tasks_db.database}`.`knob` SET per_row = 0.1")
+    for workdir in ("short", "longer"):
+        (tmp_path / workdir).mkdir()
+    short = db_exporter(
+        tmp_path / "short",
+        tasks_db,
+        ready=False,
+        interval="1s",
+        timeout="0.5s",
+        extra_tasks=f'filter = "{sleep_filter}"',
+    )
+    try:
+        wait_for(lambda: collections(short, "timeout") >= 1, timeout=10, what="a timeout")
+        assert value(short.scrape(), "tasks_exporter_up") == 0
+        (line,) = lines_matching(short.log(), "needs more than the timeout allows")
+        assert "needed_seconds_at_least=0.5 timeout_seconds=0.5" in line
+        assert "effective_interval_seconds=2" in line  # 0.5 s / 0.25
+    finally:
+        short.stop()
+    longer = db_exporter(
+        tmp_path / "longer",
+        tasks_db,
+        interval="3s",
+        timeout="2s",
+        extra_tasks=f'filter = "{sleep_filter}"',
+    )
+    try:
+        samples = longer.scrape()
+        assert value(samples, "tasks_exporter_up") == 1
+        assert value(samples, "tasks_exporter_tasks", status="Success") == 5
+    finally:
+        longer.stop()
