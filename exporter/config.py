@@ -13,9 +13,10 @@ import resource
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from exporter.secret import (
     Secret,
@@ -135,8 +136,9 @@ class TasksConfig:
     max_kinds: int = 20  # distinct label_columns combinations at most, "other" included
 
     @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.time_zone)
+    def zone(self) -> tzinfo:
+        # UTC needs no time zone database: a machine without tzdata runs with the default.
+        return UTC if self.time_zone == "UTC" else ZoneInfo(self.time_zone)
 
 
 # The embedded demo's table (exporter/demo.py): ages, today's window and kinds of tasks.
@@ -643,9 +645,16 @@ def parse_window(value: object) -> Window:
 
 def _time_zone(value: object) -> str:
     name = _nonempty(value)
+    if name == "UTC":
+        return name
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
+        if not available_timezones():
+            raise ValueError(
+                f"{name!r} cannot be read: this machine has no time zone database;"
+                " install it (apt-get install tzdata)"
+            ) from None
         raise ValueError(
             f'{name!r} is not an IANA time zone such as "UTC" or "Europe/Paris"'
         ) from None

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import NamedTuple, Protocol
-from zoneinfo import ZoneInfo
 
 from exporter.config import TasksConfig, Window
 
@@ -36,7 +35,7 @@ class Bounds:
     end: float | None = None
 
 
-def window_bounds(window: Window, zone: ZoneInfo, now: float) -> Bounds:
+def window_bounds(window: Window, zone: tzinfo, now: float) -> Bounds:
     """The window in force at `now`. "today" runs from local midnight in `zone` to the next one,
     whatever the length of the day (23 or 25 hours across a daylight-saving change)."""
     if not window.today:
@@ -145,7 +144,7 @@ def is_unindexed(access: str, estimated_rows: int, tasks: TasksConfig, threshold
     return access.upper() == "ALL" or (tasks.window is not None and access.lower() != "range")
 
 
-def local_naive(when: float, zone: ZoneInfo) -> datetime:
+def local_naive(when: float, zone: tzinfo) -> datetime:
     """A Unix time as a wall-clock time in `zone`, as a DATETIME column holds it."""
     return datetime.fromtimestamp(when, zone).replace(tzinfo=None)
 

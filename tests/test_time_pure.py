@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,7 +16,7 @@ from exporter.collect import shape_rows
 from exporter.config import ConfigError, Overrides, TasksConfig, Window, load
 from exporter.mysql import quote
 from exporter.source import Bounds, Row, build_query, index_statement, unix_time, window_bounds
-from support import write_secret
+from support import run_cli, write_secret
 
 
 def _at(text: str) -> float:
@@ -161,4 +163,28 @@ def test_the_load_budget_is_a_share(tmp_path: Path) -> None:
     assert info.value.problems == (
         "collection.load_budget: must be a share of the interval, above 0 and at most 1, got 1.5",
         "collection.scan_warning_rows: must be an integer from 0 to 1000000000000000, got -1",
+    )
+
+
+def test_a_machine_without_a_time_zone_database_runs_in_utc(tmp_path: Path) -> None:
+    """Without tzdata (as on a minimal Debian), UTC windows and times still work, and a named
+    zone is refused at load saying what to install."""
+    db = tmp_path / "tasks.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE tasks (task_status TEXT, created_at INTEGER)")
+        conn.execute("INSERT INTO tasks VALUES ('Pending', ?)", (int(time.time()) - 10,))
+    conn.close()
+    config = tmp_path / "config.toml"
+    base = f'[database]\ndriver = "sqlite"\npath = "{db}"\n[tasks]\n'
+    base += 'time_column = "created_at"\nwindow = "today"\n'
+    no_zones = {"PYTHONTZPATH": str(tmp_path / "no-zoneinfo")}
+    config.write_text(base)
+    result = run_cli("--config.file", str(config), "--once", cwd=tmp_path, env=no_zones)
+    assert result.returncode == 0, result.stderr
+    assert 'tasks_exporter_tasks{status="Pending"} 1.0' in result.stdout
+    config.write_text(base + 'time_zone = "Europe/Paris"\n')
+    result = run_cli("--config.file", str(config), "--config.check", cwd=tmp_path, env=no_zones)
+    assert result.returncode == 2
+    assert "this machine has no time zone database; install it (apt-get install tzdata)" in (
+        result.stderr
     )
