@@ -245,6 +245,7 @@ class CollectionLoop:
         self.next_wait = collection.interval
         self._retry: float | None = None  # the delay of the last retry, during connection errors
         self._last_success_duration: float | None = None  # how long the last good query took
+        self._last_outcome = "success"
 
     @property
     def snapshot(self) -> Snapshot:
@@ -345,6 +346,7 @@ class CollectionLoop:
         self._report_stretch(outcome, duration, effective, plan)
         if outcome == "success":
             self._last_success_duration = duration
+        self._last_outcome = outcome
         if connect_failed:
             self.next_wait = self._retry_delay(effective)
         else:
@@ -363,7 +365,7 @@ class CollectionLoop:
             wanted = duration / collection.load_budget
         elif outcome == "timeout":
             wanted = collection.timeout / collection.load_budget
-            if self._reported_stretch == "timeout":
+            if self._last_outcome == "timeout":
                 wanted = max(wanted, 2 * previous.effective_interval)
         else:
             wanted = collection.interval

@@ -179,3 +179,16 @@ def test_the_load_budget_follows_the_query_time() -> None:
     assert 0.5 <= stretched < 1.0  # 0.05 s / 0.1
     source.delay = 0.0
     assert loop.collect_once().effective_interval == 0.1
+
+
+def test_timeouts_back_off_even_with_the_whole_interval_as_budget() -> None:
+    """With load_budget = 1 a timeout alone does not stretch the interval, but timeouts in a
+    row still double it."""
+    cut = QueryTimeout("cut off", reason="timeout")
+    source = ScriptedSource([cut])
+    loop = _loop(source, interval=1, timeout=0.5, staleness=10, load_budget=1.0)
+    waits = []
+    for _ in range(5):
+        loop.collect_once()
+        waits.append(loop.next_wait)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 9.5]
