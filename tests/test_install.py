@@ -69,8 +69,8 @@ def sh(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_production_steps_work_as_written(tmp_path: Path, tasks_db: TasksDB) -> None:
     blocks = readme_blocks()
-    assert [lang for lang, _ in blocks] == ["sh", "sql", "sh", "toml", "sh", "sh", "sh"]
-    install, create_user, password, config, check, _units, _allow = (t for _, t in blocks)
+    assert [lang for lang, _ in blocks] == ["sh", "sql", "sh", "toml", "sh", "sh", "sh", "sh"]
+    install, create_user, password, config, check, _units, _allow, _tls = (t for _, t in blocks)
     db = tasks_db
     user, pw = f"tx_{secrets.token_hex(4)}", secrets.token_urlsafe(16)
     prefix, etc = tmp_path / "opt" / "tasks_exporter", tmp_path / "etc" / "tasks_exporter"

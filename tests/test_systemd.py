@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TasksDB
+from exporter.cli import EXIT_CONFIG
 from support import (
     Exporter,
     free_port,
@@ -35,6 +36,7 @@ SERVICE, SOCKET, DEFAULTS = (
 )
 INSTALL_PREFIX = "/opt/tasks_exporter"  # where the README installs the virtual environment
 VENV_BIN = Path(sys.executable).parent
+MAX_CONNECTIONS = 100_000  # the highest [web] max_connections the configuration accepts
 
 needs_systemd_tools = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None or shutil.which("systemd-socket-activate") is None,
@@ -95,11 +97,21 @@ def test_the_unit_keeps_secrets_out_of_the_environment_and_process_metrics_visib
     assert service["LoadCredential"] == ["mysql-password:/etc/tasks_exporter/mysql-password"]
     assert not any(k in service for k in ("Environment", "PassEnvironment", "SetCredential"))
     assert "ProcSubset" not in service  # ProcSubset=pid hides /proc/stat: process_* would vanish
-    assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert service["ExecReload"] == ["/bin/sh -c 'kill -HUP \"$MAINPID\"'"]  # no procps needed
     assert service["EnvironmentFile"] == ["-/etc/default/tasks_exporter"]
     for unit in (service, settings(SOCKET)):
         assert unit["IPAddressDeny"] == ["any"]
         assert unit["IPAddressAllow"]
+
+
+def test_the_unit_fails_once_on_a_config_error_and_keeps_room_and_no_core_dumps() -> None:
+    """A config error is not retried, no core dump can hold the password, and the open-files
+    limit holds the highest connection cap (two descriptors per pending TLS handshake)."""
+    service = settings(SERVICE)
+    assert service["RestartPreventExitStatus"] == [str(EXIT_CONFIG)]
+    assert service["LimitCORE"] == ["0"]
+    (nofile,) = service["LimitNOFILE"]
+    assert int(nofile) > 2 * MAX_CONNECTIONS
 
 
 def exec_start(config: Path) -> list[str]:
