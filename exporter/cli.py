@@ -12,31 +12,20 @@ import logging
 import os
 import platform
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__, hardening
 from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import Config, ConfigError, Overrides, load
-from exporter.exposition import render
-from exporter.metrics import families
+from exporter.metrics.collectors import SnapshotCollector
+from exporter.metrics.exposition import Exposition
 from exporter.service import Service, make_source
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, given the terminal width so that it does not import shutil to
-    find it: shutil brings bz2 and lzma, 0.4 MiB of resident memory for the process's life."""
-
-    def __init__(self, prog: str) -> None:
-        try:
-            width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size().columns
-        except (ValueError, OSError):
-            width = 80
-        super().__init__(prog, width=width - 2)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -44,7 +33,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="tasks_exporter",
         description="Prometheus exporter: task counts per status from a MySQL/MariaDB table.",
         allow_abbrev=False,
-        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--config.file",
@@ -95,6 +83,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         dest="web_config_file",
         metavar="PATH",
         help="exporter-toolkit web configuration (YAML): TLS, headers, basic auth users",
+    )
+    parser.add_argument(
+        "--web.disable-exporter-metrics",
+        dest="disable_exporter_metrics",
+        action="store_true",
+        help="leave out the process_* and python_info metrics about the exporter itself",
     )
     parser.add_argument(
         "--log.level",
@@ -157,7 +151,9 @@ def once(collection: CollectionLoop) -> int:
     if not snapshot.up:
         print(f"tasks_exporter: collection failed: {snapshot.error}", file=sys.stderr)
         return EXIT_FAILURE
-    text = render(families(snapshot, time.time(), __version__), openmetrics=False)
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(lambda: snapshot, __version__))
+    text, _, _ = Exposition(registry, state=lambda: snapshot).render(None, None)
     sys.stdout.write(text.decode("utf-8"))
     return EXIT_OK
 
@@ -176,6 +172,7 @@ def serve(
             overrides=overrides,
             demo_path=demo_path,
             logger=logger,
+            exporter_metrics=not args.disable_exporter_metrics,
         )
         return await service.run()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from datetime import UTC, datetime
@@ -35,19 +36,11 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
-# A quoted logfmt value is written as a JSON string (as json.dumps(text, ensure_ascii=False)
-# writes it), without importing json: the exporter keeps every module it imports in memory.
-_SHORT = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_JSON_STRING = {ord(c): e for c, e in _SHORT.items()} | {
-    c: f"\\u{c:04x}" for c in range(0x20) if chr(c) not in _SHORT
-}
-
-
 def _logfmt_value(value: object) -> str:
     text = str(value)
     if text and not any(c in text for c in ' ="\\') and text.isprintable():
         return text
-    return f'"{text.translate(_JSON_STRING)}"'
+    return json.dumps(text, ensure_ascii=False)  # a quoted value is written as a JSON string
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -56,14 +49,8 @@ class LogfmtFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__()
-        import json  # noqa: PLC0415 - only JSON logs need it
-
-        self._dumps = json.dumps
-
     def format(self, record: logging.LogRecord) -> str:
-        return self._dumps(_fields(record), ensure_ascii=False, default=str)
+        return json.dumps(_fields(record), ensure_ascii=False, default=str)
 
 
 def setup(level: str, fmt: str, stream: TextIO = sys.stderr) -> logging.Logger:

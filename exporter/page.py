@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import itertools
 import math
 import time
@@ -21,14 +22,10 @@ SUCCESS_STATUS = "Success"
 _STATUS_CLASS = {"Success": "ok", "Failed": "bad", "Pending": "wait"}
 _OTHER_CLASSES = ("o1", "o2", "o3", "o4")
 
-# html.escape's replacements. The html module is not imported for them: it loads a table of
-# 2,000 named entities (0.4 MiB of resident memory) that escaping never uses.
-_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
-
 
 def escape(text: str) -> str:
-    """Text made safe for HTML content and quoted attribute values, as html.escape does."""
-    return text.translate(_ESCAPES)
+    """Text made safe for HTML content and quoted attribute values."""
+    return html.escape(text, quote=True)
 
 
 _STYLE = """

@@ -22,9 +22,7 @@ from exporter import __version__, systemd
 from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import Config, ConfigError, Overrides, load
-from exporter.exposition import Exposition, Part, Rendered, gauge
-from exporter.metrics import PREFIX, Counter, SnapshotMetrics
-from exporter.process import ProcessMetrics, python_info
+from exporter.metrics.registry import Metrics
 from exporter.source import Source
 from exporter.web import ListenError, Routes, Server
 
@@ -60,6 +58,7 @@ class Service:
         logger: logging.Logger,
         environ: MutableMapping[str, str] = os.environ,
         clock: Callable[[], float] = time.time,
+        exporter_metrics: bool = True,
     ) -> None:
         self.config = config
         self._config_file = config_file
@@ -71,29 +70,24 @@ class Service:
         self.collection = CollectionLoop(
             make_source(config, demo_path, logger), config.tasks, config.collection, logger=logger
         )
-        refused = Counter(
-            f"{PREFIX}_allowlist_refused_connections",
-            "Connections closed at accept because the client is not in web.allow.",
+        self.metrics = Metrics(
+            lambda: self.collection.snapshot,
+            version=__version__,
+            exporter_metrics=exporter_metrics,
+            clock=clock,
         )
-        self._reload_status = ReloadStatus(clock())
-        platform_info = python_info()
-        parts: list[Part] = [
-            SnapshotMetrics(lambda: self.collection.snapshot, __version__),
-            ProcessMetrics(),
-            lambda _now: platform_info,
-            refused,
-            self._reload_status,
-        ]
-        self.exposition = Exposition(parts, clock=clock)
         self._reloading = asyncio.Lock()
         self._reloads: set[asyncio.Task[bool]] = set()  # in flight, referenced until done
         self.server = Server(
-            routes=self._routes(config), web=config.web, refused_total=refused, logger=logger
+            routes=self._routes(config),
+            web=config.web,
+            refused_total=self.metrics.refused,
+            logger=logger,
         )
 
     def _routes(self, config: Config) -> Routes:
         return Routes(
-            metrics=self.exposition,
+            metrics=self.metrics.exposition,
             snapshot=lambda: self.collection.snapshot,
             telemetry_path=config.web.telemetry_path,
             version=__version__,
@@ -155,7 +149,7 @@ class Service:
                 applied = await self._reload()
             finally:
                 systemd.notify("READY=1", self._environ)
-            self._reload_status.record(applied, self._clock())
+            self.metrics.reload_status.record(applied, self._clock())
             return applied
 
     async def _reload(self) -> bool:
@@ -203,38 +197,3 @@ class Service:
     def _security_summary(self) -> dict[str, object]:
         security = self.server.security()
         return {"web_config": "none"} if security is None else security.describe()
-
-
-class ReloadStatus:
-    """The outcome of the last configuration load, as two gauges (a part of /metrics, rendered
-    again only when a reload changes it)."""
-
-    def __init__(self, loaded_at: float) -> None:
-        self._successful, self._loaded_at = True, loaded_at
-        self._rendered: Rendered | None = None
-
-    def record(self, applied: bool, now: float) -> None:
-        self._successful = applied
-        if applied:
-            self._loaded_at = now
-        self._rendered = None
-
-    def __call__(self, _now: float) -> Rendered:
-        if self._rendered is None:
-            self._rendered = Rendered(
-                [
-                    gauge(
-                        f"{PREFIX}_config_last_reload_successful",
-                        "Whether the last configuration reload (SIGHUP) was applied: 1 yes,"
-                        " 0 refused (the previous configuration is still running). 1 at start.",
-                        float(self._successful),
-                    ),
-                    gauge(
-                        f"{PREFIX}_config_last_reload_success_timestamp_seconds",
-                        "Unix time the running configuration was loaded: at start, or by the"
-                        " last reload that was applied.",
-                        self._loaded_at,
-                    ),
-                ]
-            )
-        return self._rendered

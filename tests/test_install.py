@@ -26,7 +26,10 @@ pytestmark = pytest.mark.mariadb
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "## Running in production (systemd)"
-MODULES = sorted(p.name for p in (REPO / "exporter").glob("*.py"))
+# Every module of the package and its subpackages, as paths under exporter/.
+MODULES = sorted(
+    p.relative_to(REPO / "exporter").as_posix() for p in (REPO / "exporter").rglob("*.py")
+)
 
 
 def readme_blocks() -> list[tuple[str, str]]:

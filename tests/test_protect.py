@@ -13,7 +13,7 @@ import pytest
 from conftest import TasksDB
 from exporter.collect import CollectionLoop
 from exporter.config import CollectionConfig, TasksConfig, Window
-from exporter.metrics import families
+from exporter.metrics.collectors import families
 from exporter.mysql import MySQLSource
 from support import (
     collections,
@@ -33,7 +33,7 @@ WARNING = "the query scans a large table without an index that serves it"
 def _gauge(loop: CollectionLoop, name: str) -> float | None:
     for family in families(loop.snapshot, time.time(), "test"):
         if family.name == name:
-            return family.samples[0][1] if family.samples else None
+            return family.samples[0].value if family.samples else None
     raise KeyError(name)
 
 

@@ -33,8 +33,7 @@ from exporter.config import (
     TasksConfig,
     load,
 )
-from exporter.exposition import Exposition
-from exporter.metrics import SnapshotMetrics
+from exporter.metrics.registry import Metrics
 from exporter.mysql import MySQLSource
 from exporter.page import render
 from exporter.web import Routes
@@ -280,7 +279,7 @@ def _exposed(db: TasksDB, column: str, values: list[Any]) -> tuple[Routes, dict[
     finally:
         source.close()
     routes = Routes(
-        metrics=Exposition([SnapshotMetrics(lambda: loop.snapshot, "test")], clock=time.time),
+        metrics=Metrics(lambda: loop.snapshot, version="test").exposition,
         snapshot=lambda: loop.snapshot,
         telemetry_path="/metrics",
         version="test",

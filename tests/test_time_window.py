@@ -16,7 +16,7 @@ import pytest
 from conftest import TasksDB
 from exporter.collect import CollectionLoop, Snapshot
 from exporter.config import CollectionConfig, TasksConfig, Window
-from exporter.metrics import families
+from exporter.metrics.collectors import families
 from exporter.mysql import MySQLSource
 from support import db_exporter, db_source_config, parse_metrics, value
 
@@ -75,10 +75,10 @@ def _loop(db: TasksDB, tasks: TasksConfig, clock: list[float]) -> CollectionLoop
 
 def _oldest_samples(snapshot: Snapshot, now: float) -> dict[str, float]:
     return {
-        dict(labels)["status"]: sample
+        sample.labels["status"]: sample.value
         for family in families(snapshot, now, "test")
         if family.name == "tasks_exporter_oldest_task_timestamp_seconds"
-        for labels, sample in family.samples
+        for sample in family.samples
     }
 
 
@@ -154,10 +154,13 @@ def test_today_switches_at_local_midnight(skewed_tasks_db: TasksDB, kind: str) -
     assert late.oldest == (("Success", AFTER), ("Pending", BEFORE), ("Failed", LATER))
     assert next_day.window_start == _at("2026-03-30T00:00:00+02:00")
     assert dict(next_day.counts or ()) == {"Success": 0, "Pending": 1, "Failed": 0}
-    samples = {f.name: f.samples for f in families(next_day, clock[0], "test")}
-    assert samples["tasks_exporter_window_start_timestamp_seconds"] == (
-        ((), _at("2026-03-30T00:00:00+02:00")),
-    )
+    samples = {
+        f.name: [(s.labels, s.value) for s in f.samples]
+        for f in families(next_day, clock[0], "test")
+    }
+    assert samples["tasks_exporter_window_start_timestamp_seconds"] == [
+        ({}, _at("2026-03-30T00:00:00+02:00"))
+    ]
 
 
 def test_a_rolling_window_counts_the_last_hours(tasks_db: TasksDB) -> None:
