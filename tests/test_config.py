@@ -407,3 +407,17 @@ def test_shipped_example_config_is_valid(tmp_path: Path) -> None:
         defaults.web,
         defaults.log,
     )
+
+
+def test_the_example_time_settings_are_valid_once_uncommented(tmp_path: Path) -> None:
+    """The example's commented time, window and kind settings load as documented."""
+    example = (Path(__file__).parent.parent / "examples" / "tasks_exporter.toml").read_text()
+    opts = write_secret(tmp_path / "my.cnf", "[client]\npassword=x\n")
+    names = ("time_column", "time_column_type", "time_zone", "window", "label_columns", "max_kinds")
+    for name in names:
+        example = example.replace(f"# {name} =", f"{name} =")
+    config = _load(tmp_path, example.replace("/etc/tasks_exporter/my.cnf", str(opts)))
+    assert config.tasks.time_column == "created_at"
+    assert config.tasks.time_zone == "Europe/Paris"
+    assert str(config.tasks.window) == "today"
+    assert config.tasks.label_columns == (("queue", "task_queue"),)
