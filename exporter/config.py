@@ -28,7 +28,7 @@ from exporter.secret import (
 from exporter.tlsfiles import DATABASE_TLS_MODES, TLSFilesError, database_context
 
 if TYPE_CHECKING:
-    from exporter.webconfig import WebSecurity
+    from exporter.web.security.webconfig import WebSecurity
 
 T = TypeVar("T")
 
@@ -172,6 +172,7 @@ class WebConfig:
     telemetry_path: str = "/metrics"
     allow: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in DEFAULT_ALLOW)
     max_connections: int = 100
+    max_requests: int = 40  # metrics requests answered at once (--web.max-requests); 0: any
     request_timeout: float = 10.0
     idle_timeout: float = 75.0
     systemd_socket: bool = False  # serve the sockets systemd passes instead of listening
@@ -201,6 +202,7 @@ class Overrides:
     listen_addresses: tuple[str, ...] = ()
     telemetry_path: str | None = None
     web_config_file: str | None = None
+    max_requests: int | None = None
     log_level: str | None = None
     log_format: str | None = None
     demo: bool = False
@@ -213,6 +215,7 @@ _FLAG_NAMES = {
     "web.telemetry_path": "--web.telemetry-path",
     "web.systemd_socket": "--web.systemd-socket",
     "web.config_file": "--web.config.file",
+    "web.max_requests": "--web.max-requests",
     "log.level": "--log.level",
     "log.format": "--log.format",
 }
@@ -434,6 +437,7 @@ def load(path: Path | None, overrides: Overrides, environ: Mapping[str, str]) ->
         "telemetry_path": overrides.telemetry_path,
         "systemd_socket": overrides.systemd_socket or None,
         "config_file": overrides.web_config_file,
+        "max_requests": overrides.max_requests,
     }
     log_flags: dict[str, object] = {"level": overrides.log_level, "format": overrides.log_format}
 
@@ -760,6 +764,7 @@ def _web(s: _Section) -> WebConfig:
         telemetry_path=s.get("telemetry_path", d.telemetry_path, _telemetry_path),
         allow=allow,
         max_connections=max_connections,
+        max_requests=s.get("max_requests", d.max_requests, _int_in(0, 100_000)),
         request_timeout=s.get("request_timeout", d.request_timeout, parse_duration),
         idle_timeout=s.get("idle_timeout", d.idle_timeout, parse_duration),
         systemd_socket=systemd_socket,
@@ -793,7 +798,7 @@ def _web_security(s: _Section) -> WebSecurity | None:
     if path is None:
         return None
     # Only exporters given a web config file load its code (and PyYAML, bcrypt): memory.
-    from exporter.webconfig import WebConfigError, read_web_security  # noqa: PLC0415
+    from exporter.web.security.webconfig import WebConfigError, read_web_security  # noqa: PLC0415
 
     try:
         return read_web_security(Path(path))

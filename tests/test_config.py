@@ -247,6 +247,17 @@ def test_flags_override_file_and_are_named_in_errors(tmp_path: Path) -> None:
     assert "brackets" in problem
 
 
+def test_max_requests_from_the_flag_or_the_file(tmp_path: Path) -> None:
+    """--web.max-requests (default 40, 0: no limit) wins over web.max_requests; a negative
+    number is refused under the flag's name."""
+    assert _load(tmp_path, _minimal(tmp_path)).web.max_requests == 40
+    base = _minimal(tmp_path, "[web]\nmax_requests = 0\n")
+    assert _load(tmp_path, base).web.max_requests == 0
+    assert _load(tmp_path, base, Overrides(max_requests=3)).web.max_requests == 3
+    (problem,) = _problems(tmp_path, base, overrides=Overrides(max_requests=-1))
+    assert problem.startswith("--web.max-requests:")
+
+
 def test_demo_conflicts_with_a_database_section(tmp_path: Path) -> None:
     """--demo and a configured database cannot both be meant."""
     (problem,) = _problems(tmp_path, _minimal(tmp_path), overrides=Overrides(demo=True))
