@@ -85,6 +85,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="exporter-toolkit web configuration (YAML): TLS, headers, basic auth users",
     )
     parser.add_argument(
+        "--web.max-requests",
+        dest="max_requests",
+        type=int,
+        metavar="N",
+        help="metrics requests answered at once; more get a 503 (default 40, 0: no limit)",
+    )
+    parser.add_argument(
         "--web.disable-exporter-metrics",
         dest="disable_exporter_metrics",
         action="store_true",
@@ -114,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         listen_addresses=tuple(args.listen),
         telemetry_path=args.telemetry_path,
         web_config_file=args.web_config_file,
+        max_requests=args.max_requests,
         log_level=args.log_level,
         log_format=args.log_format,
         demo=args.demo,

@@ -13,8 +13,10 @@ import resource
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from exporter.secret import (
     Secret,
@@ -26,7 +28,7 @@ from exporter.secret import (
 from exporter.tlsfiles import DATABASE_TLS_MODES, TLSFilesError, database_context
 
 if TYPE_CHECKING:
-    from exporter.webconfig import WebSecurity
+    from exporter.web.security.webconfig import WebSecurity
 
 T = TypeVar("T")
 
@@ -47,6 +49,11 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # Longer than any sensible setting, and far within what the timers the durations feed accept
 # (a thread's wait refuses anything beyond ~292 years, and would end the collection loop).
 MAX_DURATION = 365 * 86400.0
+
+TIME_COLUMN_TYPES = ("auto", "datetime", "timestamp", "epoch")
+# Prometheus label names; those the exporter or Prometheus itself set on every series are taken.
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+RESERVED_LABELS = ("status", "job", "instance", "le", "quantile")
 
 
 class ConfigError(Exception):
@@ -102,6 +109,17 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class Window:
+    """Which rows are counted by time: since local midnight ("today") or the last `seconds`."""
+
+    today: bool = False
+    seconds: float = 0.0  # rolling windows only
+
+    def __str__(self) -> str:
+        return "today" if self.today else f"{self.seconds:g}s"
+
+
+@dataclass(frozen=True)
 class TasksConfig:
     table: tuple[str, ...] = ("tasks",)  # one part, or schema and table
     status_column: str = "task_status"
@@ -110,6 +128,25 @@ class TasksConfig:
     max_statuses: int = 30
     other_status: str = "other"
     null_status: str = "NULL"
+    time_column: str | None = None
+    time_column_type: str = "auto"  # one of TIME_COLUMN_TYPES
+    time_zone: str = "UTC"  # IANA name: how DATETIME values and the window's midnight are read
+    window: Window | None = None
+    label_columns: tuple[tuple[str, str], ...] = ()  # (label name, column), in config order
+    max_kinds: int = 20  # distinct label_columns combinations at most, "other" included
+
+    @property
+    def zone(self) -> tzinfo:
+        # UTC needs no time zone database: a machine without tzdata runs with the default.
+        return UTC if self.time_zone == "UTC" else ZoneInfo(self.time_zone)
+
+
+# The embedded demo's table (exporter/demo.py): ages, today's window and kinds of tasks.
+DEMO_TASKS = TasksConfig(
+    time_column="created_at",
+    window=Window(today=True),
+    label_columns=(("queue", "task_queue"),),
+)
 
 
 @dataclass(frozen=True)
@@ -117,6 +154,16 @@ class CollectionConfig:
     interval: float = 15.0
     timeout: float = 5.0
     staleness: float = 60.0
+    # Share of the interval the query may take; slower queries space the collections out.
+    load_budget: float = 0.25
+    # EXPLAIN estimates above this many rows, without an index serving the query, warn.
+    scan_warning_rows: int = 100_000
+
+    @property
+    def max_interval(self) -> float:
+        """The longest the interval is stretched: the next collection still lands before the
+        counts of the last successful one go stale."""
+        return max(self.interval, self.staleness - self.timeout)
 
 
 @dataclass(frozen=True)
@@ -125,6 +172,7 @@ class WebConfig:
     telemetry_path: str = "/metrics"
     allow: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in DEFAULT_ALLOW)
     max_connections: int = 100
+    max_requests: int = 40  # metrics requests answered at once (--web.max-requests); 0: any
     request_timeout: float = 10.0
     idle_timeout: float = 75.0
     systemd_socket: bool = False  # serve the sockets systemd passes instead of listening
@@ -154,6 +202,7 @@ class Overrides:
     listen_addresses: tuple[str, ...] = ()
     telemetry_path: str | None = None
     web_config_file: str | None = None
+    max_requests: int | None = None
     log_level: str | None = None
     log_format: str | None = None
     demo: bool = False
@@ -166,6 +215,7 @@ _FLAG_NAMES = {
     "web.telemetry_path": "--web.telemetry-path",
     "web.systemd_socket": "--web.systemd-socket",
     "web.config_file": "--web.config.file",
+    "web.max_requests": "--web.max-requests",
     "log.level": "--log.level",
     "log.format": "--log.format",
 }
@@ -387,6 +437,7 @@ def load(path: Path | None, overrides: Overrides, environ: Mapping[str, str]) ->
         "telemetry_path": overrides.telemetry_path,
         "systemd_socket": overrides.systemd_socket or None,
         "config_file": overrides.web_config_file,
+        "max_requests": overrides.max_requests,
     }
     log_flags: dict[str, object] = {"level": overrides.log_level, "format": overrides.log_format}
 
@@ -557,6 +608,17 @@ def _tasks(s: _Section) -> TasksConfig:
             f"must leave room for the {len(expected)} expected statuses and {other!r}"
             f" (at least {len(expected) + 1}), got {cap}",
         )
+    time_column = s.get("time_column", None, lambda v: parse_identifier(_string(v)))
+    time_type = s.get("time_column_type", d.time_column_type, _choice(TIME_COLUMN_TYPES))
+    zone = s.get("time_zone", d.time_zone, _time_zone)
+    window = s.get("window", None, parse_window)
+    for key in ("time_column_type", "time_zone", "window"):
+        if s.has(key) and time_column is None and not s.has("time_column"):
+            s.problem(key, "needs time_column (the column holding each task's time)")
+    labels = s.get("label_columns", d.label_columns, _label_columns)
+    if any(c == column for _, c in labels):
+        s.problem("label_columns", f"{column!r} is the status_column; it is the status label")
+    kinds = s.get("max_kinds", d.max_kinds, _int_in(2, 10_000))
     s.finish()
     return TasksConfig(
         table=table,
@@ -566,7 +628,68 @@ def _tasks(s: _Section) -> TasksConfig:
         max_statuses=cap,
         other_status=other,
         null_status=null,
+        time_column=time_column,
+        time_column_type=time_type,
+        time_zone=zone,
+        window=window,
+        label_columns=labels,
+        max_kinds=kinds,
     )
+
+
+def parse_window(value: object) -> Window:
+    """ "today" (since local midnight in time_zone) or a rolling duration such as "24h"."""
+    if value == "today":
+        return Window(today=True)
+    try:
+        return Window(seconds=parse_duration(value))
+    except ValueError:
+        raise ValueError(f'must be "today" or a duration such as "24h", got {value!r}') from None
+
+
+def _time_zone(value: object) -> str:
+    name = _nonempty(value)
+    if name == "UTC":
+        return name
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        if not available_timezones():
+            raise ValueError(
+                f"{name!r} cannot be read: this machine has no time zone database;"
+                " install it (apt-get install tzdata)"
+            ) from None
+        raise ValueError(
+            f'{name!r} is not an IANA time zone such as "UTC" or "Europe/Paris"'
+        ) from None
+    return name
+
+
+def _label_columns(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise ValueError(f'must be a table of label = "column", got {value!r}')
+    problems: list[str] = []
+    out: list[tuple[str, str]] = []
+    for name, column in value.items():
+        if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            problems.append(
+                f"{name!r} is not a Prometheus label name (letters, digits and _, not starting"
+                " with a digit or __)"
+            )
+        elif name in RESERVED_LABELS:
+            problems.append(f"{name!r} is taken (by the exporter or Prometheus); choose another")
+        elif name.startswith("exported_"):
+            problems.append(f"{name!r} is what Prometheus renames clashing labels to")
+        try:
+            out.append((name, parse_identifier(_string(column))))
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    columns = [c for _, c in out]
+    if len(set(columns)) != len(columns):
+        problems.append("names a column twice")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return tuple(out)
 
 
 def _collection(s: _Section) -> CollectionConfig:
@@ -582,8 +705,22 @@ def _collection(s: _Section) -> CollectionConfig:
             f"must be at least interval + timeout ({interval + timeout:g}s),"
             " or fresh data would be dropped between collections",
         )
+    budget = s.get("load_budget", d.load_budget, _share)
+    scan = s.get("scan_warning_rows", d.scan_warning_rows, _int_in(0, 10**15))
     s.finish()
-    return CollectionConfig(interval=interval, timeout=timeout, staleness=staleness)
+    return CollectionConfig(
+        interval=interval,
+        timeout=timeout,
+        staleness=staleness,
+        load_budget=budget,
+        scan_warning_rows=scan,
+    )
+
+
+def _share(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError(f"must be a share of the interval, above 0 and at most 1, got {value!r}")
+    return float(value)
 
 
 def _telemetry_path(value: object) -> str:
@@ -627,6 +764,7 @@ def _web(s: _Section) -> WebConfig:
         telemetry_path=s.get("telemetry_path", d.telemetry_path, _telemetry_path),
         allow=allow,
         max_connections=max_connections,
+        max_requests=s.get("max_requests", d.max_requests, _int_in(0, 100_000)),
         request_timeout=s.get("request_timeout", d.request_timeout, parse_duration),
         idle_timeout=s.get("idle_timeout", d.idle_timeout, parse_duration),
         systemd_socket=systemd_socket,
@@ -660,7 +798,7 @@ def _web_security(s: _Section) -> WebSecurity | None:
     if path is None:
         return None
     # Only exporters given a web config file load its code (and PyYAML, bcrypt): memory.
-    from exporter.webconfig import WebConfigError, read_web_security  # noqa: PLC0415
+    from exporter.web.security.webconfig import WebConfigError, read_web_security  # noqa: PLC0415
 
     try:
         return read_web_security(Path(path))

@@ -6,13 +6,30 @@ import ipaddress
 import logging
 import math
 import ssl
+from dataclasses import replace
+from datetime import UTC
 
 import pymysql
 import pymysql.cursors
+from pymysql.constants import FIELD_TYPE
 
-from exporter.config import DatabaseConfig, TasksConfig
+from exporter.config import CollectionConfig, DatabaseConfig, TasksConfig
 from exporter.grants import excess_privileges
-from exporter.source import ConnectError, QueryError, QueryTimeout, Rows, build_query
+from exporter.source import (
+    Bounds,
+    ConnectError,
+    QueryError,
+    QueryPlan,
+    QueryTimeout,
+    Row,
+    Rows,
+    build_query,
+    index_statement,
+    is_unindexed,
+    local_naive,
+    unix_time,
+    utc_naive,
+)
 from exporter.tlsfiles import TLSFilesError, database_context
 
 # The client-side read timeout trails the server-side limit by this much, so that the server's
@@ -28,6 +45,28 @@ _TIMEOUT_CODES = {
 }
 # Client error codes for a connection that died while idle (server restart, KILL, wait_timeout).
 _LOST_CODES = {2006, 2013, 2055}
+
+# How a time_column of type "auto" is read, by the column type the server reports.
+_TIME_KINDS: dict[int, str] = {
+    FIELD_TYPE.TIMESTAMP: "timestamp",
+    FIELD_TYPE.DATETIME: "datetime",
+    FIELD_TYPE.DATE: "datetime",
+    FIELD_TYPE.NEWDATE: "datetime",
+    **dict.fromkeys(
+        (
+            FIELD_TYPE.TINY,
+            FIELD_TYPE.SHORT,
+            FIELD_TYPE.INT24,
+            FIELD_TYPE.LONG,
+            FIELD_TYPE.LONGLONG,
+            FIELD_TYPE.FLOAT,
+            FIELD_TYPE.DOUBLE,
+            FIELD_TYPE.DECIMAL,
+            FIELD_TYPE.NEWDECIMAL,
+        ),
+        "epoch",
+    ),
+}
 
 
 def quote(name: str) -> str:
@@ -85,24 +124,41 @@ class MySQLSource:
         tasks: TasksConfig,
         *,
         timeout: float,
+        scan_warning_rows: int = CollectionConfig.scan_warning_rows,
         logger: logging.Logger | None = None,
     ) -> None:
         self._db = db
-        self._query = build_query(tasks, quote)
+        self._tasks = tasks
+        self._zone = tasks.zone
+        # The bounds go in as parameters, and PyMySQL then reads % in the trusted filter as one.
+        self._query_tasks = (
+            replace(tasks, filter=tasks.filter.replace("%", "%%"))
+            if tasks.filter and tasks.window
+            else tasks
+        )
+        # "auto" is resolved once, from the column type the server reports at the first query.
+        self._kind = None if tasks.time_column_type == "auto" else tasks.time_column_type
         self._timeout = timeout
+        self._scan_warning_rows = scan_warning_rows
         self._log = logger
         self._conn: pymysql.connections.Connection[pymysql.cursors.Cursor] | None = None
         self._reported_excess: tuple[str, ...] = ()  # privileges beyond SELECT last warned of
         self._grants_checked = False  # on the current connection
+        self._plan: QueryPlan | None = None
+        self._explained = False  # on the current connection
 
-    def count(self) -> Rows:
+    @property
+    def plan(self) -> QueryPlan | None:
+        return self._plan
+
+    def count(self, bounds: Bounds | None = None) -> Rows:
         # A kept connection may have died between collections (server restart, KILL,
         # wait_timeout); then the query never ran, and one retry on a fresh connection is
         # allowed, which fails on its own if the server is really gone.
         may_retry = self._conn is not None
         while True:
             try:
-                return self._run()
+                return self._run(bounds)
             except pymysql.MySQLError as exc:
                 self.close()
                 code = _code(exc)
@@ -118,17 +174,94 @@ class MySQLSource:
                     f"query failed: {_describe(exc)}", reason=f"query error {code}"
                 ) from None
 
-    def _run(self) -> Rows:
+    def _run(self, bounds: Bounds | None) -> Rows:
         conn = self._connect()
+        if self._tasks.time_column is not None and self._kind is None:
+            self._kind = self._detect_kind(conn, self._tasks.time_column)
+        query, params = self._statement(bounds)
+        if not self._explained:
+            # Once per connection, before the query it describes: a warning about a full scan
+            # comes even when that scan then runs into the timeout.
+            self._explained = True
+            self._plan = self._explain(conn, query, params)
         with conn.cursor() as cursor:
-            cursor.execute(self._query)
+            cursor.execute(query, params or None)
             rows = cursor.fetchall()
         if not self._grants_checked:
             # After the first query, not while connecting: the check adds no round trip to the
             # set-up, where a connection lost is a failed collection rather than a retry.
             self._grants_checked = True
             self._check_grants(conn)
-        return [(status, int(n)) for status, n in rows]
+        return [self._row(row) for row in rows]
+
+    def _statement(self, bounds: Bounds | None) -> tuple[str, list[object]]:
+        """The query for the window `bounds`, and its parameters."""
+        kind = self._kind
+        if bounds is None or self._tasks.window is None:
+            bounds = None
+        oldest = (lambda m: f"UNIX_TIMESTAMP({m})") if kind == "timestamp" else (lambda m: m)
+        tasks = self._query_tasks if bounds is not None else self._tasks
+        query = build_query(tasks, quote, oldest=oldest, bounds=bounds)
+        params: list[object] = []
+        if bounds is not None:
+            ends = [bounds.start] if bounds.end is None else [bounds.start, bounds.end]
+            for when in ends:
+                # A TIMESTAMP compares in the session's zone, set to UTC on every connection;
+                # a DATETIME holds wall-clock times of time_zone; an epoch column, numbers.
+                if kind == "timestamp":
+                    params.append(utc_naive(when))
+                elif kind == "datetime":
+                    params.append(local_naive(when, self._zone))
+                else:
+                    params.append(when)
+        return query, params
+
+    def _row(self, row: tuple[object, ...]) -> Row:
+        labels = len(self._tasks.label_columns)
+        n = row[1 + labels]
+        oldest = None
+        if self._tasks.time_column is not None:
+            zone = UTC if self._kind == "timestamp" else self._zone
+            oldest = unix_time(row[2 + labels], zone)
+        return Row(row[0], int(n), tuple(row[1 : 1 + labels]), oldest)  # type: ignore[call-overload]
+
+    def _detect_kind(
+        self, conn: pymysql.connections.Connection[pymysql.cursors.Cursor], column: str
+    ) -> str:
+        table = ".".join(quote(part) for part in self._tasks.table)
+        with conn.cursor() as cursor:
+            cursor.execute(f"SELECT {quote(column)} FROM {table} LIMIT 0")
+            type_code = cursor.description[0][1] if cursor.description else -1
+        kind = _TIME_KINDS.get(int(type_code))
+        if kind is None:
+            raise QueryError(
+                f"tasks.time_column {column!r} is neither DATETIME, TIMESTAMP nor a number"
+                f" (MySQL type code {type_code}); set tasks.time_column_type",
+                reason="time column type",
+            )
+        return kind
+
+    def _explain(
+        self,
+        conn: pymysql.connections.Connection[pymysql.cursors.Cursor],
+        query: str,
+        params: list[object],
+    ) -> QueryPlan | None:
+        with conn.cursor() as cursor:
+            cursor.execute(f"EXPLAIN {query}", params or None)
+            names = [d[0].lower() for d in cursor.description or ()]
+            first = cursor.fetchone()
+        if first is None or "rows" not in names or "type" not in names:
+            return None
+        plan = dict(zip(names, first, strict=False))
+        rows = int(plan["rows"] or 0)
+        access = str(plan["type"] or "")
+        return QueryPlan(
+            estimated_rows=rows,
+            access=access,
+            unindexed=is_unindexed(access, rows, self._tasks, self._scan_warning_rows),
+            create_index=index_statement(self._tasks, quote),
+        )
 
     def _tls_context(self) -> ssl.SSLContext | None:
         """The context PyMySQL then requires TLS with, None for tls_mode disabled or preferred.
@@ -187,6 +320,7 @@ class MySQLSource:
             ) from None
         self._conn = conn
         self._grants_checked = False
+        self._explained = False
         return conn
 
     def _check_grants(self, conn: pymysql.connections.Connection[pymysql.cursors.Cursor]) -> None:
@@ -236,7 +370,11 @@ class MySQLSource:
             limit = f"max_execution_time = {math.ceil(self._timeout * 1000)}"
         with conn.cursor() as cursor:
             cursor.execute("SET SESSION TRANSACTION READ ONLY")
-            cursor.execute(f"SET SESSION {limit}, lock_wait_timeout = {lock_wait}")
+            # UTC, so that TIMESTAMP columns and the window's bounds compare and read as instants
+            # whatever the server's own zone, with no hour repeated or skipped.
+            cursor.execute(
+                f"SET SESSION {limit}, lock_wait_timeout = {lock_wait}, time_zone = '+00:00'"
+            )
 
     def close(self) -> None:
         if self._conn is not None:

@@ -37,7 +37,13 @@ def make_source(config: Config, demo_path: Path | None, logger: logging.Logger) 
         return SQLiteSource(demo_path or Path(db.path), config.tasks, timeout=timeout)
     from exporter.mysql import MySQLSource  # noqa: PLC0415 - pymysql only when MySQL is used
 
-    return MySQLSource(db, config.tasks, timeout=timeout, logger=logger)
+    return MySQLSource(
+        db,
+        config.tasks,
+        timeout=timeout,
+        scan_warning_rows=config.collection.scan_warning_rows,
+        logger=logger,
+    )
 
 
 class Service:

@@ -5,30 +5,34 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
 from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import CollectionConfig, TasksConfig
-from exporter.source import ConnectError, QueryTimeout, Rows
+from exporter.source import Bounds, ConnectError, QueryPlan, QueryTimeout, Row, Rows
+
+Script = list[Sequence[tuple[object, int]] | Exception]
 
 
 class ScriptedSource:
     """A Source that answers each count() with the next scripted result or exception."""
 
-    def __init__(self, script: list[Rows | Exception]) -> None:
+    def __init__(self, script: Script) -> None:
         self.script = list(script)
         self.counts = 0
         self.closed = 0
+        self.plan: QueryPlan | None = None
 
-    def count(self) -> Rows:
+    def count(self, bounds: Bounds | None = None) -> Rows:  # noqa: ARG002 - no window here
         self.counts += 1
         step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(step, Exception):
             raise step
-        return step
+        return [Row(*row) for row in step]
 
     def close(self) -> None:
         self.closed += 1
@@ -43,7 +47,7 @@ def log_stream() -> Iterator[io.StringIO]:
         logging.getLogger(name).handlers.clear()
 
 
-def _loop(source: ScriptedSource, **collection: float) -> CollectionLoop:
+def _loop(source: ScriptedSource, **collection: Any) -> CollectionLoop:
     return CollectionLoop(
         source,
         TasksConfig(),
@@ -68,7 +72,8 @@ def test_a_lasting_timeout_is_logged_once_however_it_is_worded(log_stream: io.St
     loop = _loop(source)
     for _ in range(6):
         loop.collect_once()
-    lines = log_stream.getvalue().splitlines()
+    # The lines about collections; the back-off's own lines are tested below.
+    lines = [line for line in log_stream.getvalue().splitlines() if 'msg="collection ' in line]
     assert [line.split("msg=")[1].split('"')[1] for line in lines] == [
         "collection succeeded",
         "collection failed",  # the first timeout
@@ -118,3 +123,72 @@ def test_loop_runs_on_a_fixed_schedule_and_stops_promptly() -> None:
     assert time.monotonic() - started < 0.5
     assert 5 <= source.counts <= 7  # at 0, 0.1, ... 0.5 s
     assert source.closed == 1  # the loop's thread closes its source on the way out
+
+
+def test_timeouts_back_off_bounded_and_say_what_the_query_needed(log_stream: io.StringIO) -> None:
+    """Each timeout in a row doubles the interval, from what the load budget asks of a query
+    that took the whole timeout, up to staleness - timeout; the log says the query needed more
+    than the timeout allowed, once; one fast query brings the interval back."""
+    cut = QueryTimeout("cut off", reason="timeout")
+    source = ScriptedSource([cut, cut, cut, cut, cut, [("Success", 1)]])
+    loop = _loop(source, interval=1, timeout=0.5, staleness=10, load_budget=0.25)
+    waits = []
+    for _ in range(6):
+        snapshot = loop.collect_once()
+        waits.append(loop.next_wait)
+        assert snapshot.effective_interval == loop.next_wait
+    assert waits == [2.0, 4.0, 8.0, 9.5, 9.5, 1.0]
+    log = log_stream.getvalue()
+    assert log.count("needs more than the timeout allows") == 1
+    assert "needed_seconds_at_least=0.5 timeout_seconds=0.5" in log
+    assert log.count("back at the configured interval") == 1
+
+
+def test_connection_errors_are_retried_from_a_second_up_to_the_interval(
+    log_stream: io.StringIO,
+) -> None:
+    """After a connection error the next attempt comes 1 s later, then 2, 4, 8 s... never later
+    than the interval; a success restores the interval and the next outage starts at 1 s."""
+    down = ConnectError("cannot connect: (2003)", reason="connect error 2003")
+    script: Script = [down, down, down, down, down, down, [("Success", 1)], down, [("Success", 1)]]
+    source = ScriptedSource(script)
+    loop = _loop(source, interval=15, timeout=5)
+    waits = []
+    for _ in range(9):
+        loop.collect_once()
+        waits.append(loop.next_wait)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0, 1.0, 15.0]
+    assert log_stream.getvalue().count("collection failed") == 2
+
+
+def test_the_load_budget_follows_the_query_time() -> None:
+    """The interval in force is the query time over the budget, never below the interval."""
+
+    class Slow(ScriptedSource):
+        delay = 0.0
+
+        def count(self, bounds: Bounds | None = None) -> Rows:
+            time.sleep(self.delay)
+            return super().count(bounds)
+
+    source = Slow([[("Success", 1)]])
+    loop = _loop(source, interval=0.1, timeout=0.09, staleness=10, load_budget=0.1)
+    assert loop.collect_once().effective_interval == 0.1
+    source.delay = 0.05
+    stretched = loop.collect_once().effective_interval
+    assert 0.5 <= stretched < 1.0  # 0.05 s / 0.1
+    source.delay = 0.0
+    assert loop.collect_once().effective_interval == 0.1
+
+
+def test_timeouts_back_off_even_with_the_whole_interval_as_budget() -> None:
+    """With load_budget = 1 a timeout alone does not stretch the interval, but timeouts in a
+    row still double it."""
+    cut = QueryTimeout("cut off", reason="timeout")
+    source = ScriptedSource([cut])
+    loop = _loop(source, interval=1, timeout=0.5, staleness=10, load_budget=1.0)
+    waits = []
+    for _ in range(5):
+        loop.collect_once()
+        waits.append(loop.next_wait)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 9.5]

@@ -247,6 +247,17 @@ def test_flags_override_file_and_are_named_in_errors(tmp_path: Path) -> None:
     assert "brackets" in problem
 
 
+def test_max_requests_from_the_flag_or_the_file(tmp_path: Path) -> None:
+    """--web.max-requests (default 40, 0: no limit) wins over web.max_requests; a negative
+    number is refused under the flag's name."""
+    assert _load(tmp_path, _minimal(tmp_path)).web.max_requests == 40
+    base = _minimal(tmp_path, "[web]\nmax_requests = 0\n")
+    assert _load(tmp_path, base).web.max_requests == 0
+    assert _load(tmp_path, base, Overrides(max_requests=3)).web.max_requests == 3
+    (problem,) = _problems(tmp_path, base, overrides=Overrides(max_requests=-1))
+    assert problem.startswith("--web.max-requests:")
+
+
 def test_demo_conflicts_with_a_database_section(tmp_path: Path) -> None:
     """--demo and a configured database cannot both be meant."""
     (problem,) = _problems(tmp_path, _minimal(tmp_path), overrides=Overrides(demo=True))
@@ -396,3 +407,17 @@ def test_shipped_example_config_is_valid(tmp_path: Path) -> None:
         defaults.web,
         defaults.log,
     )
+
+
+def test_the_example_time_settings_are_valid_once_uncommented(tmp_path: Path) -> None:
+    """The example's commented time, window and kind settings load as documented."""
+    example = (Path(__file__).parent.parent / "examples" / "tasks_exporter.toml").read_text()
+    opts = write_secret(tmp_path / "my.cnf", "[client]\npassword=x\n")
+    names = ("time_column", "time_column_type", "time_zone", "window", "label_columns", "max_kinds")
+    for name in names:
+        example = example.replace(f"# {name} =", f"{name} =")
+    config = _load(tmp_path, example.replace("/etc/tasks_exporter/my.cnf", str(opts)))
+    assert config.tasks.time_column == "created_at"
+    assert config.tasks.time_zone == "Europe/Paris"
+    assert str(config.tasks.window) == "today"
+    assert config.tasks.label_columns == (("queue", "task_queue"),)

@@ -340,8 +340,12 @@ def test_connection_killed_during_the_grants_check_costs_no_collection(tasks_db:
     seed = {"Success": 5, "Pending": 3, "Failed": 2}
     source = KilledDuringCheck(db, TasksConfig(), timeout=2, logger=logging.getLogger("test"))
     try:
-        assert dict(source.count()) == seed  # connects, counts, then is KILLed in the check
-        assert dict(source.count()) == seed  # a fresh connection, not "query failed"
+        assert {
+            row.status: row.n for row in source.count()
+        } == seed  # connects, counts, then is KILLed in the check
+        assert {
+            row.status: row.n for row in source.count()
+        } == seed  # a fresh connection, not "query failed"
     finally:
         source.close()
 

@@ -230,7 +230,11 @@ def test_session_is_read_only(tasks_db: TasksDB) -> None:
     )
     source = MySQLSource(db_source_config(tasks_db), TasksConfig(), timeout=2)
     try:
-        assert dict(source.count()) == {"Success": 5, "Pending": 3, "Failed": 2}
+        assert {row.status: row.n for row in source.count()} == {
+            "Success": 5,
+            "Pending": 3,
+            "Failed": 2,
+        }
         conn = source._connect()
         with conn.cursor() as cur, pytest.raises(pymysql.err.OperationalError, match="READ ONLY"):
             cur.execute(f"INSERT INTO {tasks_db.qualified_table} (task_status) VALUES ('x')")

@@ -20,7 +20,8 @@ from exporter.metrics.collectors import SnapshotCollector, families
 from exporter.metrics.exposition import Exposition, accepts_gzip
 from exporter.mysql import is_local
 from exporter.page import render
-from exporter.web import Allowlist, RefusalLog, _path, client_address
+from exporter.web.allowlist import Allowlist, RefusalLog, client_address
+from exporter.web.parsing import _path
 from support import parse_metrics, task_counts, value
 
 TASKS = TasksConfig()

@@ -136,17 +136,18 @@ def test_killed_connection_is_replaced_without_a_failed_collection(
 
 
 def test_locked_table_times_out_while_scrapes_stay_fast(tmp_path: Path, tasks_db: TasksDB) -> None:
-    """A table locked by another session: the query is cut off at the timeout, scrapes stay
-    fast, there is never more than one exporter connection, and it recovers on unlock."""
+    """A table locked by another session: the query is cut off at the timeout, the next attempts
+    back off (4 s, then 8 s at a 2 s interval), scrapes stay fast, there is never more than one
+    exporter connection, and it recovers on unlock at the next attempt."""
     exporter = db_exporter(tmp_path, tasks_db, interval="2s", timeout="1s")
     locker = tasks_db.server.connect(database=tasks_db.database)
     try:
         with locker.cursor() as cur:
             cur.execute("LOCK TABLES tasks WRITE")
         wait_for(
-            lambda: collections(exporter, "timeout") >= 3,
+            lambda: collections(exporter, "timeout") >= 2,
             timeout=12,
-            what="three timed-out collections",
+            what="two timed-out collections",
         )
         for _ in range(20):
             started = time.monotonic()
@@ -158,11 +159,14 @@ def test_locked_table_times_out_while_scrapes_stay_fast(tmp_path: Path, tasks_db
         assert duration is not None
         assert 0.9 <= duration <= 1.6
         assert task_counts(samples) == {"Success": 5, "Pending": 3, "Failed": 2}  # not stale yet
+        effective = value(samples, "tasks_exporter_collection_effective_interval_seconds")
+        assert effective == 8  # 1 s / 0.25, doubled at the second timeout
         with locker.cursor() as cur:
             cur.execute("UNLOCK TABLES")
-        wait_up(exporter, 1, timeout=5)
-        (failure,) = lines_matching(exporter.log(), "collection failed")  # 3 timeouts, 1 line
+        wait_up(exporter, 1, timeout=effective + 3)
+        (failure,) = lines_matching(exporter.log(), "collection failed")  # 2 timeouts, 1 line
         assert "result=timeout" in failure
+        assert len(lines_matching(exporter.log(), "needs more than the timeout allows")) == 1
     finally:
         locker.close()
         exporter.stop()

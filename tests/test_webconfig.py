@@ -15,10 +15,10 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter.auth import BasicAuth, Credentials, Users, parse_basic
 from exporter.config import ConfigError, Overrides, load
 from exporter.secret import Secret
-from exporter.webconfig import (
+from exporter.web.security.auth import BasicAuth, Credentials, Users, parse_basic
+from exporter.web.security.webconfig import (
     RateLimit,
     RateLimitConfig,
     WebConfigError,

@@ -14,7 +14,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from exporter.collect import Snapshot
+from exporter.collect import Snapshot, TaskSeries
 
 PREFIX = "tasks_exporter"
 
@@ -27,14 +27,19 @@ def _gauge(name: str, help_text: str, value: float | None) -> GaugeMetricFamily:
 def families(snapshot: Snapshot, now: float, version: str) -> list[Metric]:
     """The exporter's metrics for one snapshot, seen at time `now` (a pure function)."""
     every = f"refreshed every {snapshot.interval:g}s by the collection loop, not per scrape"
+    series = snapshot.fresh_series(now)
+    if series is None:  # a snapshot made without series: one per status
+        series = tuple(TaskSeries((), s, n, None) for s, n in snapshot.fresh_counts(now) or ())
+    # label_columns: every series of a snapshot has the same label names, in config order.
+    names = ["status", *(name for name, _ in series[0].labels)] if series else ["status"]
     tasks = GaugeMetricFamily(
         f"{PREFIX}_tasks",
         f"Tasks in the table per status, from the last successful collection ({every});"
         f" absent once older than {snapshot.staleness:g}s.",
-        labels=["status"],
+        labels=names,
     )
-    for status, n in snapshot.fresh_counts(now) or ():
-        tasks.add_metric([status], n)
+    for one in series:
+        tasks.add_metric([one.status, *(v for _, v in one.labels)], one.count)
     # A counter built here has no created timestamp, so no _created series is written.
     collections = CounterMetricFamily(
         f"{PREFIX}_collections",
@@ -45,6 +50,7 @@ def families(snapshot: Snapshot, now: float, version: str) -> list[Metric]:
         collections.add_metric([result], n)
     return [
         tasks,
+        *_time_and_load(snapshot, series, names, every),
         _gauge(
             f"{PREFIX}_up",
             f"1 if the last collection from the database succeeded, else 0 ({every}).",
@@ -83,6 +89,61 @@ def families(snapshot: Snapshot, now: float, version: str) -> list[Metric]:
             value={"version": version, "pythonversion": platform.python_version()},
         ),
     ]
+
+
+# --- issue 13: oldest task, window, load budget, EXPLAIN ---------------------------------------
+def _time_and_load(
+    snapshot: Snapshot, series: tuple[TaskSeries, ...], names: list[str], every: str
+) -> list[Metric]:
+    """The families of time_column, window, the load budget and the query's EXPLAIN."""
+    out: list[Metric] = []
+    if snapshot.oldest is not None:
+        oldest = GaugeMetricFamily(
+            f"{PREFIX}_oldest_task_timestamp_seconds",
+            "Unix time of the oldest time_column value per status (and kind), in the"
+            f" counting window ({every}); no series for a status without tasks or times."
+            " The age is time() - this.",
+            labels=names,
+        )
+        for one in series:
+            if one.oldest is not None:
+                oldest.add_metric([one.status, *(v for _, v in one.labels)], one.oldest)
+        out.append(oldest)
+    plan = snapshot.plan
+    out += [
+        _gauge(
+            f"{PREFIX}_window_start_timestamp_seconds",
+            f"Unix time the counting window of the task counts starts ({every}).",
+            snapshot.window_start,
+        ),
+        _gauge(
+            f"{PREFIX}_collection_effective_interval_seconds",
+            "Seconds between collections now in force: the configured interval, or longer while"
+            " slow queries are spaced out (load_budget) or cut off at the timeout.",
+            snapshot.effective_interval or snapshot.interval,
+        ),
+        _gauge(
+            f"{PREFIX}_folded_kinds",
+            "Distinct label_columns combinations counted under other_status in the last"
+            " successful collection, because the table holds more than max_kinds.",
+            snapshot.folded_kinds,
+        ),
+        _gauge(
+            f"{PREFIX}_query_unindexed",
+            "1 when EXPLAIN, on the current database connection, found the query would scan"
+            " more than scan_warning_rows rows without an index serving it, else 0.",
+            None if plan is None else int(plan.unindexed),
+        ),
+        _gauge(
+            f"{PREFIX}_query_estimated_rows",
+            "Rows EXPLAIN estimated the query examines, on the current database connection.",
+            None if plan is None else plan.estimated_rows,
+        ),
+    ]
+    return out
+
+
+# --- end of issue 13 ---------------------------------------------------------------------------
 
 
 class SnapshotCollector(Collector):

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.auth import Users
 from exporter.secret import Secret
 from exporter.tlsfiles import reason, too_open
+from exporter.web.security.auth import Users
 
 TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 # The toolkit's client_auth_type values that Python's ssl can honour. Its other ones

@@ -1,0 +1,12 @@
+"""The HTTP layer: an allowlisted, bounded HTTP/1.1 server that only serves.
+
+server.py accepts and admits connections; connection.py serves each one, top to bottom;
+parsing.py reads and parses request heads; routes.py says what each request gets; security/
+reads the web configuration file (TLS, headers, basic auth users) and checks passwords.
+"""
+
+from exporter.web.listen import ListenError
+from exporter.web.routes import Routes
+from exporter.web.server import Server
+
+__all__ = ["ListenError", "Routes", "Server"]

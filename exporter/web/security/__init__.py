@@ -1,0 +1,1 @@
+"""The web configuration file (TLS, headers, basic auth users): PyYAML and bcrypt live here."""
