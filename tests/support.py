@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import DatabaseConfig
-from exporter.demo import SEED, YESTERDAY
+from exporter.demo import SEED
 from exporter.secret import Secret
 
 if TYPE_CHECKING:
@@ -101,8 +101,8 @@ def parse_metrics(text: str) -> Samples:
     }
 
 
-# What the demo's counts are: every task in its table, yesterday's too (it counts no window).
-DEMO_COUNTS = {status: SEED.get(status, 0) + YESTERDAY.get(status, 0) for status in SEED}
+# What the demo counts: today's tasks (its window is "today"), not yesterday's finished ones.
+DEMO_COUNTS = dict(SEED)
 
 
 def task_counts(samples: Samples) -> dict[str, int]:
