@@ -217,8 +217,10 @@ class CollectionLoop:
         *,
         logger: logging.Logger,
         clock: Callable[[], float] = time.time,
+        on_collected: Callable[[Snapshot], None] = lambda _snapshot: None,
     ) -> None:
         self._source = source
+        self._on_collected = on_collected  # told of each snapshot as it is published
         self._tasks = tasks
         self._collection = collection
         self._log = logger
@@ -341,6 +343,7 @@ class CollectionLoop:
             self._report_folding(shaped.folded)
             self._report_kinds(shaped.folded_kinds)
         self._snapshot = snapshot
+        self._on_collected(snapshot)
         self._report(outcome, error, reason, duration)
         self._report_plan(plan)
         self._report_stretch(outcome, duration, effective, plan)

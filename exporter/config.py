@@ -443,6 +443,8 @@ def load(path: Path | None, overrides: Overrides, environ: Mapping[str, str]) ->
 
     database = _database(raw, overrides.demo, environ, problems)
     tasks = _tasks(_Section("tasks", raw.get("tasks"), problems))
+    if overrides.demo and "tasks" not in raw:  # the demo's table has these columns
+        tasks = DEMO_TASKS
     collection = _collection(_Section("collection", raw.get("collection"), problems))
     web = _web(_Section("web", _merge(raw.get("web"), **web_flags), problems, _given(**web_flags)))
     log = _log(_Section("log", _merge(raw.get("log"), **log_flags), problems, _given(**log_flags)))

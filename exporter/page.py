@@ -6,8 +6,11 @@ import html
 import itertools
 import math
 import time
+from collections.abc import Sequence
 
+from exporter import chart
 from exporter.collect import Snapshot
+from exporter.history import POINTS, SPAN, Point
 
 # The page runs no script and loads nothing: even an escaping bug could not execute anything.
 CONTENT_SECURITY_POLICY = (
@@ -18,6 +21,8 @@ CONTENT_SECURITY_POLICY = (
 # The status whose share of the total is the completion ratio; the Grafana dashboard and the
 # alert rules use the same name (the exporter's default expected statuses).
 SUCCESS_STATUS = "Success"
+# The status whose oldest task is the waiting time shown, and drawn on top of the chart.
+PENDING_STATUS = "Pending"
 # Colours that mean what they say; statuses outside this map get neutral hues in turn.
 _STATUS_CLASS = {"Success": "ok", "Failed": "bad", "Pending": "wait"}
 _OTHER_CLASSES = ("o1", "o2", "o3", "o4")
@@ -29,14 +34,14 @@ def escape(text: str) -> str:
 
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:46rem;padding:0 1rem;color:#222;
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:54rem;padding:0 1rem;color:#222;
 overflow-wrap:anywhere}
 h1{margin-bottom:.2rem}.muted{color:#666}code{background:#f4f4f4;padding:0 .2rem}
 .notice{padding:.6rem .9rem;border-radius:4px;margin:1rem 0}
 .bad{background:#fdecea;border:1px solid #e0a09c}.warn{background:#fff4e0;border:1px solid #e8c07a}
 .cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:1rem 0}
-.card{flex:1 1 11rem;border:1px solid #ddd;border-radius:6px;padding:.6rem .9rem}
-.card .v{font-size:1.9rem;font-weight:600;font-variant-numeric:tabular-nums}
+.card{flex:1 1 9rem;border:1px solid #ddd;border-radius:6px;padding:.6rem .9rem}
+.card .v{font-size:1.8rem;font-weight:600;font-variant-numeric:tabular-nums;white-space:nowrap}
 .card .k,.card .s{color:#555;font-size:.9rem}
 .bar{display:flex;height:.9rem;border-radius:4px;overflow:hidden;background:#eee}
 table{border-collapse:collapse;margin:1rem 0;width:100%}
@@ -46,17 +51,34 @@ td,th{padding:.35rem .9rem;border-bottom:1px solid #ddd;text-align:left}
 #counts tbody td:first-child::before{content:"";display:inline-block;width:.7rem;height:.7rem;
 border-radius:50%;margin-right:.5rem;background:var(--c)}
 .c-ok{--c:#2e7d32}.c-bad{--c:#c62828}.c-wait{--c:#8e8e8e}
+#chart{width:100%;height:auto;display:block;margin:.4rem 0 1.2rem}
+#chart text{font-size:12px;fill:#555}#chart line{stroke:#e4e4e4}
+#chart path{fill:var(--c);fill-opacity:.8;stroke:var(--c)}
+h2{font-size:1.1rem;margin:1.6rem 0 .2rem}
+.legend{margin:0}.legend span{margin-right:.8rem;white-space:nowrap}
+.legend i{display:inline-block;width:.7rem;height:.7rem;margin-right:.3rem;background:var(--c);
+border-radius:2px}
 .c-o1{--c:#1565c0}.c-o2{--c:#6a1b9a}.c-o3{--c:#00838f}.c-o4{--c:#8d6e63}
 """
 
 
-def _age(seconds: float) -> str:
-    s = int(seconds)
+def _duration(seconds: float) -> str:
+    s = max(0, int(seconds))
     if s < 120:
-        return f"{s} s ago"
+        return f"{s} s"
     if s < 7200:
-        return f"{s // 60} min ago"
-    return f"{s // 3600} h {s % 3600 // 60} min ago"
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def _age(seconds: float) -> str:
+    return f"{_duration(seconds)} ago"
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 def _percent(part: int, whole: int) -> str:
@@ -68,6 +90,60 @@ def _percent(part: int, whole: int) -> str:
 def _classes(counts: tuple[tuple[str, int], ...]) -> list[str]:
     others = itertools.cycle(_OTHER_CLASSES)
     return [_STATUS_CLASS.get(status) or next(others) for status, _ in counts]
+
+
+def _oldest(snapshot: Snapshot, now: float) -> str:
+    """A card with how long the oldest Pending task has waited; none without a time_column."""
+    oldest = snapshot.fresh_oldest(now)
+    if oldest is None:
+        return ""
+    since = dict(oldest).get(PENDING_STATUS)
+    if since is not None:
+        value = _duration(now - since)
+        same_day = time.gmtime(since)[:3] == time.gmtime(now)[:3]
+        at = time.strftime("%H:%M:%S UTC", time.gmtime(since)) if same_day else _utc(since)
+        detail = f"waiting since {at}"
+    elif dict(snapshot.counts or ()).get(PENDING_STATUS):
+        value, detail = "&ndash;", "the waiting tasks have no time recorded"
+    else:
+        value, detail = "none", "no task is waiting"
+    return (
+        f"<div class=card><div class=k>Oldest {escape(PENDING_STATUS)} task</div>"
+        f"<div class=v id=oldest>{value}</div><div class=s>{detail}</div></div>"
+    )
+
+
+_EVERY = "one point a minute" if SPAN / POINTS == 60 else f"one point every {SPAN / POINTS:g} s"
+
+
+def _chart(snapshot: Snapshot, history: Sequence[Point], now: float) -> str:
+    """The counts of the last hours as a chart, once two points are kept; hidden when stale."""
+    if snapshot.fresh_counts(now) is None:
+        return ""
+    heading = "<h2>The last hours</h2>"
+    if snapshot.window_start is not None:
+        heading += (
+            f"<p class=muted id=window>Counting the tasks of the window, since"
+            f" {_utc(snapshot.window_start)}.</p>"
+        )
+    if len(history) < 2:
+        return (
+            f"{heading}<p class=muted id=chart-empty>The chart of the counts fills in as"
+            f" collections succeed: {_EVERY}, the last {SPAN / 3600:g} hours, kept in memory"
+            " since the exporter started.</p>"
+        )
+    order = chart.stack_order(history, SUCCESS_STATUS, PENDING_STATUS)
+    latest = dict(history[-1].counts)
+    classes = dict(zip(order, _classes(tuple((s, latest.get(s, 0)) for s in order)), strict=True))
+    legend = "".join(
+        f"<span class=c-{classes[s]}><i></i>{escape(s) if s else '<em>(empty)</em>'}</span>"
+        for s in reversed(order)
+    )
+    drawing = chart.svg(history, order, lambda s: f"c-{classes[s]}", escape)
+    return (
+        f"{heading}{drawing}<p class=legend>{legend}</p><p class=muted>Tasks per status,"
+        f" {_EVERY} since {_utc(history[0].at)}; times in UTC.</p>"
+    )
 
 
 def _counts(counts: tuple[tuple[str, int], ...]) -> tuple[str, str]:
@@ -139,7 +215,13 @@ def refresh_seconds(snapshot: Snapshot) -> int:
 
 
 def render(
-    snapshot: Snapshot, now: float, *, version: str, telemetry_path: str, source: str
+    snapshot: Snapshot,
+    now: float,
+    *,
+    version: str,
+    telemetry_path: str,
+    source: str,
+    history: Sequence[Point] = (),
 ) -> bytes:
     counts = snapshot.fresh_counts(now)
     age = snapshot.age(now)
@@ -147,7 +229,7 @@ def render(
     if snapshot.last_success is None:
         last = "<div class=v id=age>never</div><div class=s>no collection has succeeded</div>"
     else:
-        at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(snapshot.last_success))
+        at = _utc(snapshot.last_success)
         last = (
             f"<div class=v id=age>{_age(age or 0)}</div>"
             f"<div class=s>at {at}; collected every {snapshot.interval:g} s</div>"
@@ -161,8 +243,9 @@ def render(
         "<h1>Tasks</h1>"
         f"<p class=muted>tasks_exporter {escape(version)} &middot; {escape(source)}</p>"
         f"{_notices(snapshot, now, counts is None)}"
-        f"<div class=cards>{cards}<div class=card><div class=k>Last successful collection</div>"
-        f"{last}</div></div>{table}"
+        f"<div class=cards>{cards}{_oldest(snapshot, now)}"
+        "<div class=card><div class=k>Last successful collection</div>"
+        f"{last}</div></div>{_chart(snapshot, history, now)}{table}"
         f"<p class=muted>This page refreshes itself every {refresh} s. "
         f'<a href="{escape(telemetry_path)}">Metrics</a> &middot; '
         '<a href="/-/healthy">Health</a> &middot; <a href="/-/ready">Readiness</a></p>'

@@ -22,6 +22,7 @@ from exporter import __version__, systemd
 from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import Config, ConfigError, Overrides, load
+from exporter.history import History
 from exporter.metrics.registry import Metrics
 from exporter.source import Source
 from exporter.web import ListenError, Routes, Server
@@ -67,8 +68,13 @@ class Service:
         self._environ = environ
         self._clock = clock
         self.log = logger
+        self.history = History()  # the landing page's chart, fed by each collection
         self.collection = CollectionLoop(
-            make_source(config, demo_path, logger), config.tasks, config.collection, logger=logger
+            make_source(config, demo_path, logger),
+            config.tasks,
+            config.collection,
+            logger=logger,
+            on_collected=self.history.record,
         )
         self.metrics = Metrics(
             lambda: self.collection.snapshot,
@@ -92,6 +98,7 @@ class Service:
             telemetry_path=config.web.telemetry_path,
             version=__version__,
             source=config.database.describe(),
+            history=self.history.points,
         )
 
     async def run(self) -> bool:

@@ -7,6 +7,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +88,52 @@ def capture(
         tail = "\n".join(err.decode(errors="replace").splitlines()[-20:])
         raise AssertionError(f"chromium failed on {url} (exit {proc.returncode}):\n{tail}")
     return Capture(dom=out.decode("utf-8"), screenshot=png, size=png_size(png))
+
+
+def _paeth(left: int, up: int, corner: int) -> int:
+    p = left + up - corner
+    pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+    return left if pa <= pb and pa <= pc else up if pb <= pc else corner
+
+
+def _unfilter(kind: int, line: bytearray, previous: bytearray, size: int) -> bytearray:
+    """Undo one scanline's PNG filter, in place."""
+    if kind == 0:
+        return line
+    for i in range(len(line)):
+        left = line[i - size] if i >= size else 0
+        if kind == 1:
+            predictor = left
+        elif kind == 2:
+            predictor = previous[i]
+        elif kind == 3:
+            predictor = (left + previous[i]) // 2
+        else:
+            predictor = _paeth(left, previous[i], previous[i - size] if i >= size else 0)
+        line[i] = (line[i] + predictor) & 0xFF
+    return line
+
+
+def png_pixels(path: Path) -> list[list[tuple[int, int, int]]]:
+    """The RGB rows of an 8-bit, non-interlaced RGB or RGBA PNG (what Chromium writes)."""
+    data = path.read_bytes()
+    pos, idat, header = 8, b"", b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    if depth != 8 or colour not in (2, 6) or interlace:
+        raise AssertionError(f"{path}: PNG kind not read here ({depth=}, {colour=})")
+    size = 3 if colour == 2 else 4
+    raw, stride = zlib.decompress(idat), width * size + 1
+    rows, previous = [], bytearray(stride - 1)
+    for y in range(height):
+        line = bytearray(raw[y * stride + 1 : (y + 1) * stride])
+        previous = _unfilter(raw[y * stride], line, previous, size)
+        rows.append([tuple(previous[x * size : x * size + 3]) for x in range(width)])
+    return rows  # type: ignore[return-value]

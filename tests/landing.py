@@ -68,6 +68,29 @@ def parse(html: str) -> Element:
 
 
 @dataclass(frozen=True)
+class Area:
+    """One status's area in the chart: its tooltip, colour class and outline's points."""
+
+    status: str
+    colour: str
+    upper: list[tuple[float, float]]  # from the first point to the last
+    lower: list[tuple[float, float]]  # from the last point back to the first
+
+
+def _area(path: Element) -> Area:
+    d = path.attrs["d"]
+    assert d.startswith("M"), d
+    assert d.endswith(" Z"), d
+    upper, lower = d[1:-2].split(" L")
+
+    def xy(part: str) -> list[tuple[float, float]]:
+        return [(float(x), float(y)) for x, y in (p.split(",") for p in part.split())]
+
+    (title,) = path.find("title")
+    return Area(title.text(), path.attrs.get("class", ""), xy(upper), xy(lower))
+
+
+@dataclass(frozen=True)
 class Landing:
     """What the landing page shows: the figures, the table, the notices."""
 
@@ -80,6 +103,11 @@ class Landing:
     colours: dict[str, str]  # status -> its row's colour class
     notices: dict[str, str]  # id -> text of every notice shown (stale, unreachable)
     tags: set[str]  # every element name in the document
+    oldest: str | None  # how long the oldest Pending task has waited, as displayed
+    oldest_detail: str | None  # the line under it
+    window: str | None  # the sentence naming the counting window's start
+    chart: list[Area]  # the chart's areas, bottom first
+    chart_labels: list[str]  # the chart's axis labels: counts, then times
 
     @property
     def counts(self) -> dict[str, int]:
@@ -103,7 +131,9 @@ def read(html: str) -> Landing:
                 rows.append((cells[0], cells[1], cells[2]))
                 colours[cells[0]] = tr.attrs.get("class", "")
     refresh = [m for m in doc.find("meta") if m.attrs.get("http-equiv", "").lower() == "refresh"]
-    titles = doc.find("title")
+    titles = [t for t in doc.find("title") if t in doc.find("head")[0].children]
+    charts = doc.find("svg", id="chart")
+    oldest = doc.find(id="oldest")
     return Landing(
         title=titles[0].text() if titles else "",
         refresh=refresh[0].attrs.get("content") if refresh else None,
@@ -114,4 +144,19 @@ def read(html: str) -> Landing:
         colours=colours,
         notices={e.attrs["id"]: e.text() for e in doc.iter() if e.attrs.get("role") == "alert"},
         tags={e.tag for e in doc.iter()},
+        oldest=oldest[0].text() if oldest else None,
+        oldest_detail=_next_text(doc, oldest[0]) if oldest else None,
+        window=text_of("window"),
+        chart=[_area(p) for p in charts[0].find("path")] if charts else [],
+        chart_labels=[t.text() for t in charts[0].find("text")] if charts else [],
     )
+
+
+def _next_text(doc: Element, element: Element) -> str | None:
+    """The text of the element right after `element` among its parent's children."""
+    for parent in doc.iter():
+        siblings = [c for c in parent.children if isinstance(c, Element)]
+        if element in siblings:
+            i = siblings.index(element)
+            return siblings[i + 1].text() if i + 1 < len(siblings) else None
+    return None

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import DatabaseConfig
+from exporter.demo import SEED
 from exporter.secret import Secret
 
 if TYPE_CHECKING:
@@ -100,12 +101,18 @@ def parse_metrics(text: str) -> Samples:
     }
 
 
+# What the demo counts: today's tasks (its window is "today"), not yesterday's finished ones.
+DEMO_COUNTS = dict(SEED)
+
+
 def task_counts(samples: Samples) -> dict[str, int]:
-    return {
-        dict(labels)["status"]: int(value)
-        for (name, labels), value in samples.items()
-        if name == "tasks_exporter_tasks"
-    }
+    """The counts per status, summed over the kinds of tasks when label_columns adds them."""
+    counts: dict[str, int] = {}
+    for (name, labels), value in samples.items():
+        if name == "tasks_exporter_tasks":
+            status = dict(labels)["status"]
+            counts[status] = counts.get(status, 0) + int(value)
+    return counts
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
 
-from chromium import capture
+from chromium import capture, png_pixels
 from conftest import TasksDB
 from landing import read
 from mariadb import MariaDB
@@ -23,7 +24,7 @@ HOSTILE = (
 WINDOW = (1000, 900)
 
 
-def _exporter(tmp_path: Path, db: TasksDB) -> Exporter:
+def _exporter(tmp_path: Path, db: TasksDB, extra_tasks: str = "") -> Exporter:
     password = write_secret(tmp_path / "password", db.password)
     config = mysql_config(
         socket_path=db.server.socket,
@@ -33,6 +34,7 @@ def _exporter(tmp_path: Path, db: TasksDB) -> Exporter:
         interval="0.5s",
         timeout="0.3s",
         staleness="2s",
+        extra_tasks=extra_tasks,
     )
     return Exporter(tmp_path / "exporter", config)
 
@@ -78,3 +80,70 @@ def test_chromium_shows_the_table_and_runs_none_of_its_values(
         assert (stale.rows, stale.total, stale.completion) == ([], None, None)
     finally:
         exporter.stop()
+
+
+def _share_of_colour(rows: list[list[tuple[int, int, int]]], rgb: tuple[int, int, int]) -> float:
+    """The share of pixels within a small distance of a colour (anti-aliasing aside)."""
+    near = sum(
+        1 for row in rows for p in row if sum(abs(a - b) for a, b in zip(p, rgb, strict=True)) < 40
+    )
+    return near / (len(rows) * len(rows[0]))
+
+
+def test_chromium_draws_the_chart_of_the_demo_under_the_pages_policy(tmp_path: Path) -> None:
+    """On the demo, once two collections have succeeded, Chromium shows the chart of the last
+    hours: Success at the bottom, Pending on top, with axis labels, and paints its areas in the
+    statuses' colours, so the Content-Security-Policy let the inline SVG and its styles apply;
+    the page still has no script."""
+    exporter = Exporter(tmp_path / "exporter", '[collection]\ninterval = "0.5s"\n', "--demo")
+    exporter.start(ready=True)
+    url = f"http://{exporter.host}:{exporter.port}/"
+    try:
+        wait_for(lambda: b"<svg id=chart" in exporter.get("/").body, timeout=10, what="chart")
+        shot = capture(url, tmp_path, name="demo", window=WINDOW)
+    finally:
+        exporter.stop()
+    page = read(shot.dom)
+    statuses = [area.status for area in page.chart]
+    assert statuses[0] == "Success"
+    assert statuses[-1] == "Pending"
+    assert set(statuses) == {"Success", "Failed", "Pending"}
+    assert [area.colour for area in page.chart] == ["c-ok", "c-bad", "c-wait"]
+    assert page.chart_labels[0] == "0"
+    assert len(page.chart_labels) >= 4  # three counts, and times
+    assert "script" not in page.tags
+    pixels = png_pixels(shot.screenshot)
+    # The areas' colours at 80 % over white: Success green, Pending grey, a few Failed reds.
+    assert _share_of_colour(pixels, (88, 151, 91)) > 0.01
+    assert _share_of_colour(pixels, (165, 165, 165)) > 0.005
+
+
+def test_chromium_shows_how_long_the_oldest_pending_task_has_waited(
+    tmp_path: Path, private_tasks_db: TasksDB
+) -> None:
+    """With a time_column, Chromium shows the oldest Pending task's wait and since when, as
+    the table's times say."""
+    db = private_tasks_db
+    db.server.execute(
+        f"ALTER TABLE {db.qualified_table}"
+        " ADD COLUMN created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP"
+    )
+    db.server.execute(  # 2 h 0 min 30 s: the page shows "2 h 0 min" for the next 59 s
+        f"UPDATE {db.qualified_table} SET created_at = NOW() - INTERVAL 7230 SECOND"
+        " WHERE task_status = 'Pending' ORDER BY task_id LIMIT 1"
+    )
+    ((since,),) = db.server.execute(
+        f"SELECT MIN(UNIX_TIMESTAMP(created_at)) FROM {db.qualified_table}"
+        " WHERE task_status = 'Pending'"
+    )
+    exporter = _exporter(tmp_path, db, extra_tasks='time_column = "created_at"').start(ready=True)
+    url = f"http://{exporter.host}:{exporter.port}/"
+    try:
+        page = read(capture(url, tmp_path, name="oldest").dom)
+    finally:
+        exporter.stop()
+    assert page.oldest == "2 h 0 min"
+    at = time.gmtime(int(since))
+    same_day = at[:3] == time.gmtime()[:3]
+    expected = time.strftime("%H:%M:%S UTC" if same_day else "%Y-%m-%d %H:%M:%S UTC", at)
+    assert page.oldest_detail == f"waiting since {expected}"

@@ -27,6 +27,10 @@ STALENESS = 3.0  # the exporter drops its counts after this long without a succe
 RATE_INTERVAL = "4s"
 # Slack on top of "one interval plus one scrape" for the query loop and a loaded 2-core machine.
 FOLLOW_SLACK = 1.0
+# The seed's Pending tasks wait in the queue "reports" since this long; the rest are "email".
+WAITING = 7200
+# An age computed by PromQL's time() against the table's times: scrape and query delays.
+AGE_SLACK = 5.0
 
 
 @dataclass
@@ -44,14 +48,40 @@ class Stack:
         return {"NULL" if s is None else s: n for s, n in self.db.rows().items()}
 
     def stored(self) -> dict[str, int]:
-        """The counts per status Prometheus holds now."""
-        result = self.prometheus.query(f'tasks_exporter_tasks{{job="{JOB}"}}')
+        """The counts per status Prometheus holds now (summed over the kinds)."""
+        result = self.prometheus.query(f'sum by (status) (tasks_exporter_tasks{{job="{JOB}"}})')
         return {r["metric"]["status"]: int(float(r["value"][1])) for r in result}
+
+    def kinds(self) -> dict[tuple[str, str], int]:
+        """The true number of rows per (queue, status)."""
+        rows = self.db.server.execute(
+            f"SELECT task_queue, task_status, COUNT(*) FROM {self.db.qualified_table}"
+            " GROUP BY task_queue, task_status"
+        )
+        return {(q, "NULL" if s is None else s): int(n) for q, s, n in rows}
+
+    def oldest(self) -> dict[tuple[str, str], float]:
+        """The true oldest created_at per (queue, status), in Unix seconds."""
+        rows = self.db.server.execute(
+            f"SELECT task_queue, task_status, MIN(UNIX_TIMESTAMP(created_at))"
+            f" FROM {self.db.qualified_table} GROUP BY task_queue, task_status"
+        )
+        return {(q, "NULL" if s is None else s): float(t) for q, s, t in rows}
 
 
 @pytest.fixture
 def stack(tmp_path: Path, private_tasks_db: TasksDB) -> Iterator[Stack]:
     db = private_tasks_db
+    # A creation time and a kind: the seed's Pending tasks wait in "reports" since two hours.
+    db.server.execute(
+        f"ALTER TABLE {db.qualified_table}"
+        " ADD COLUMN created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,"
+        " ADD COLUMN task_queue VARCHAR(20) NOT NULL DEFAULT 'email'"
+    )
+    db.server.execute(
+        f"UPDATE {db.qualified_table} SET task_queue = 'reports',"
+        f" created_at = NOW() - INTERVAL {WAITING} SECOND WHERE task_status = 'Pending'"
+    )
     config = mysql_config(
         socket_path=db.server.socket,
         user=db.user,
@@ -60,6 +90,7 @@ def stack(tmp_path: Path, private_tasks_db: TasksDB) -> Iterator[Stack]:
         interval=f"{INTERVAL:g}s",
         timeout="0.5s",
         staleness=f"{STALENESS:g}s",
+        extra_tasks='time_column = "created_at"\nlabel_columns = { queue = "task_queue" }',
     )
     exporter = Exporter(tmp_path / "exporter", config).start(ready=True)
     try:
@@ -163,6 +194,80 @@ def _dashboard_shows_the_table(stack: Stack) -> None:
     assert _now(stack, "Database readable") == [1]
     assert _now(stack, "Age of the counts")[0] < 2 * INTERVAL + 1
     assert _now(stack, "Failed attempts to count the tasks, per minute") == [0, 0]
+    _dashboard_shows_ages_and_kinds(stack)
+    _dashboard_shows_the_query_load(stack)
+
+
+def _by(result: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...], float]:
+    return {tuple(r["metric"].get(k, "") for k in labels): float(r["value"][1]) for r in result}
+
+
+def _panel_now(stack: Stack, title: str) -> list[dict[str, Any]]:
+    query = _panel(title)
+    expr = interpolate(query.expr, job=None, instance=None, rate_interval=RATE_INTERVAL)
+    return stack.prometheus.query(expr)
+
+
+def _dashboard_shows_ages_and_kinds(stack: Stack) -> None:
+    """The new row's panels show the table's ages, failed share and kinds."""
+    now = time.time()
+    oldest = stack.oldest()
+    pending = min(t for (_, s), t in oldest.items() if s == "Pending")
+    (waited,) = _now(stack, "Oldest Pending task has waited")
+    assert now - pending - AGE_SLACK <= waited <= now - pending + AGE_SLACK
+    assert waited > WAITING - AGE_SLACK
+    table = stack.table()
+    (share,) = _now(stack, "Failed share of finished tasks")
+    failed = table.get("Failed", 0)
+    assert share == pytest.approx(failed / (table["Success"] + failed))
+    per_status = _by(_panel_now(stack, "Age of the oldest task per status"), "status")
+    assert per_status.keys() == {(status,) for status in table}
+    for status in table:
+        since = min(t for (_, s), t in oldest.items() if s == status)
+        assert per_status[(status,)] == pytest.approx(now - since, abs=AGE_SLACK), status
+    kinds = _by(_panel_now(stack, "Tasks per status and kind"), "queue", "status")
+    expected = stack.kinds()
+    # Every kind with tasks has every expected status, 0 when it has none of them.
+    for queue in {q for q, _ in expected}:
+        for status in ("Success", "Pending", "Failed"):
+            expected.setdefault((queue, status), 0)
+    assert kinds == {k: float(n) for k, n in expected.items()}
+    ages = _by(_panel_now(stack, "Age of the oldest task per status and kind"), "queue", "status")
+    assert ages.keys() == oldest.keys()
+    for kind, since in oldest.items():
+        assert ages[kind] == pytest.approx(now - since, abs=AGE_SLACK), kind
+
+
+def _dashboard_shows_the_query_load(stack: Stack) -> None:
+    """A fast query on a small indexed-or-not table: collections at the configured interval,
+    no unindexed scan, an estimate of a few rows; the two load alerts' expressions are silent."""
+    assert _now(stack, "Time between collections") == [INTERVAL]
+    assert _now(stack, "Query reads the table without an index") == [0]
+    (rows,) = _now(stack, "Rows the query reads (EXPLAIN estimate)")
+    assert 0 < rows < 1000
+    for name in ("TasksExporterQueryUnindexed", "TasksExporterCollectionsSpacedOut"):
+        assert stack.prometheus.query(_alert_expr(stack, name)) == [], name
+
+
+def _alerts_on_age_and_failures(stack: Stack) -> None:
+    """The rules' expressions as Prometheus loaded them: the Pending tasks of "reports" are
+    too old, and none of the others; many failures in a kind with enough finished tasks make
+    the failure ratio fire for that kind only."""
+    too_old = stack.prometheus.query(_alert_expr(stack, "TasksPendingTooOld"))
+    assert [(r["metric"]["queue"], r["metric"]["status"]) for r in too_old] == [
+        ("reports", "Pending")
+    ]
+    assert float(too_old[0]["value"][1]) > WAITING - AGE_SLACK
+    ratio = _alert_expr(stack, "TasksFailureRatioHigh")
+    assert stack.prometheus.query(ratio) == []  # too few finished tasks
+    stack.db.server.executemany(
+        f"INSERT INTO {stack.db.qualified_table} (task_title, task_status, task_queue)"
+        " VALUES (%s, %s, 'billing')",
+        [(f"Bill {i}", "Failed" if i < 6 else "Success") for i in range(24)],
+    )
+    fired = wait_for(lambda: stack.prometheus.query(ratio), timeout=10, what="the ratio")
+    assert [r["metric"]["queue"] for r in fired] == ["billing"]
+    assert float(fired[0]["value"][1]) == pytest.approx(6 / 24)
 
 
 def _database_stops(stack: Stack) -> None:
@@ -202,7 +307,8 @@ def _exporter_stops(stack: Stack) -> None:
 
 def test_prometheus_dashboard_and_alerts_follow_the_table_and_its_failures(stack: Stack) -> None:
     """Prometheus reports the exporter up and stores the table's counts, follows a change
-    within one interval plus one scrape; every dashboard query returns the table's figures;
+    within one interval plus one scrape; every dashboard query returns the table's figures,
+    ages and kinds included; the age and failure-ratio alerts' expressions pick the right kind;
     stopping the database turns the health panels and the staleness alert, stopping the
     exporter turns reachability and the down alert.
 
@@ -218,5 +324,6 @@ def test_prometheus_dashboard_and_alerts_follow_the_table_and_its_failures(stack
     # Enough samples for the widest range a panel uses, as Grafana would have by now.
     time.sleep(max(0.0, float(RATE_INTERVAL.removesuffix("s")) - (time.monotonic() - up_since)))
     _dashboard_shows_the_table(stack)
+    _alerts_on_age_and_failures(stack)
     _database_stops(stack)
     _exporter_stops(stack)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from exporter.collect import Snapshot
+from exporter.history import Point
 from exporter.page import render
 from landing import Landing, read
 
@@ -110,3 +111,146 @@ def test_other_statuses_and_an_empty_status_have_rows_too() -> None:
         "Retry",
     ]
     assert page.total == "4"
+
+
+def _history(*points: tuple[float, dict[str, int]]) -> tuple[Point, ...]:
+    return tuple(Point(at, tuple(counts.items())) for at, counts in points)
+
+
+def _charted(history: tuple[Point, ...], **kwargs: object) -> Landing:
+    return read(_charted_html(history, **kwargs))
+
+
+def _charted_html(history: tuple[Point, ...], **kwargs: object) -> str:
+    base: dict[str, object] = {
+        "interval": 15.0,
+        "staleness": 60.0,
+        "counts": history[-1].counts if history else (("Success", 1),),
+        "last_success": NOW - 12,
+        "up": True,
+    }
+    base.update(kwargs)
+    html = render(
+        Snapshot(**base),  # type: ignore[arg-type]
+        NOW,
+        version="1.2.3",
+        telemetry_path="/metrics",
+        source="db",
+        history=history,
+    )
+    return html.decode("utf-8")
+
+
+def test_oldest_pending_task_shows_how_long_it_has_waited_and_since_when() -> None:
+    """With a time column, a card says how long the oldest Pending task has waited, and since
+    when in UTC (the date only when not today); other statuses' oldest times are not shown."""
+    page = _page(oldest=(("Success", NOW - 90_000), ("Pending", NOW - 7_530)))
+    assert page.oldest == "2 h 5 min"
+    assert page.oldest_detail == "waiting since 00:41:10 UTC"  # today: the time is enough
+    yesterday = _page(oldest=(("Pending", NOW - 86_400),))
+    assert yesterday.oldest_detail == "waiting since 1969-12-31 02:46:40 UTC"
+    assert _page(oldest=(("Pending", NOW - 45),)).oldest == "45 s"
+    assert _page(oldest=(("Pending", NOW - 3 * 86_400 - 7_200),)).oldest == "3 d 2 h"
+
+
+def test_oldest_card_says_none_waiting_or_nothing_known() -> None:
+    """No Pending task: 'none'; Pending tasks whose times are all NULL: a dash and why; no time
+    column configured: no card at all; stale data: no card either."""
+    none = _page(oldest=(("Success", NOW - 50),), counts=(("Success", 5), ("Pending", 0)))
+    assert (none.oldest, none.oldest_detail) == ("none", "no task is waiting")
+    unknown = _page(oldest=(("Success", NOW - 50),))
+    assert unknown.oldest == "\u2013"
+    assert unknown.oldest_detail == "the waiting tasks have no time recorded"
+    assert _page().oldest is None
+    stale = _page(oldest=(("Pending", NOW - 50),), up=False, last_success=NOW - 600)
+    assert stale.oldest is None
+
+
+def test_a_task_time_in_the_future_waits_for_zero_seconds() -> None:
+    """A clock ahead of the exporter's shows as 0 s, never as a negative age."""
+    assert _page(oldest=(("Pending", NOW + 30),)).oldest == "0 s"
+
+
+def test_chart_stacks_success_at_the_bottom_and_pending_on_top() -> None:
+    """The chart's areas stack Success first, Pending last, each status's count on top of the
+    ones below, from the first point (left edge) to the last (right edge); the count axis has
+    round steps up to just above the highest total, the time axis round times in UTC."""
+    history = _history(
+        (7_200.0, {"Success": 0, "Pending": 4, "Failed": 0}),
+        (9_000.0, {"Success": 3, "Pending": 3, "Failed": 1, "Retry": 1}),
+        (10_800.0, {"Success": 10, "Pending": 2, "Failed": 2}),
+    )
+    page = _charted(history)
+    assert [(a.status, a.colour) for a in page.chart] == [
+        ("Success", "c-ok"),
+        ("Failed", "c-bad"),
+        ("Retry", "c-o1"),
+        ("Pending", "c-wait"),
+    ]
+    # Plot area: x from 48 to 712, y from 196 (zero) up to 10 (the top, 15 tasks).
+    assert page.chart_labels == ["0", "5", "10", "15", "02:00", "02:15", "02:30", "02:45", "03:00"]
+
+    def y(n: int) -> float:
+        return round(196 - n * 186 / 15, 1)
+
+    success, failed, retry, pending = page.chart
+    assert success.upper == [(48.0, y(0)), (380.0, y(3)), (712.0, y(10))]
+    assert success.lower == [(712.0, y(0)), (380.0, y(0)), (48.0, y(0))]
+    assert failed.upper == [(48.0, y(0)), (380.0, y(4)), (712.0, y(12))]
+    assert retry.upper == [(48.0, y(0)), (380.0, y(5)), (712.0, y(12))]
+    assert pending.upper == [(48.0, y(4)), (380.0, y(8)), (712.0, y(14))]
+    assert pending.lower == list(reversed(retry.upper))
+    assert "svg" in page.tags
+    assert "script" not in page.tags
+
+
+def test_chart_waits_for_two_points_and_hides_with_stale_data() -> None:
+    """One point is no chart, but a sentence on how it fills in; stale data shows no chart."""
+    one = _charted(_history((NOW - 12, {"Success": 1})))
+    assert one.chart == []
+    assert "svg" not in one.tags
+    html = _charted_html(_history((NOW - 12, {"Success": 1})))
+    assert "The chart of the counts fills in as collections succeed" in html
+    two = _history((NOW - 40, {"Success": 1}), (NOW - 12, {"Success": 2}))
+    assert len(_charted(two).chart) == 1
+    stale = _charted(two, up=False, last_success=NOW - 600)
+    assert stale.chart == []
+    assert "svg" not in stale.tags
+
+
+def test_chart_shorter_than_a_minute_labels_both_ends_to_the_second() -> None:
+    """Just after start, with no whole minute inside, the time axis names its two ends."""
+    page = _charted(_history((3_601.0, {"Success": 1}), (3_640.0, {"Success": 3})))
+    assert page.chart_labels == ["0", "1", "2", "3", "01:00:01", "01:00:40"]
+
+
+def test_chart_status_names_are_text() -> None:
+    """A status made of markup is an area's tooltip text, and creates no element."""
+    hostile = "<img src=x onerror=alert(1)>"
+    page = _charted(_history((NOW - 40, {hostile: 1}), (NOW - 12, {hostile: 2})))
+    assert [a.status for a in page.chart] == [hostile]
+    assert "img" not in page.tags
+
+
+def test_window_start_is_named_above_the_chart() -> None:
+    """With a counting window, the page says since when the tasks are counted."""
+    page = _charted(_history((NOW - 40, {"Success": 1})), window_start=3_600.0)
+    assert page.window == "Counting the tasks of the window, since 1970-01-01 01:00:00 UTC."
+    assert _charted(_history((NOW - 40, {"Success": 1}))).window is None
+
+
+@pytest.mark.parametrize(
+    ("highest", "steps"),
+    [
+        (0, ["0", "1"]),
+        (120, ["0", "50", "100", "150"]),
+        (2_000, ["0", "500", "1,000", "1,500", "2,000"]),
+    ],
+)
+def test_count_axis_has_round_steps_just_above_the_highest_total(
+    highest: int, steps: list[str]
+) -> None:
+    """The count axis goes up in round steps to the first one at or above the highest total,
+    so the chart uses its height; an empty table still has an axis."""
+    page = _charted(_history((3_600.0, {"Success": highest}), (7_200.0, {"Success": highest})))
+    assert page.chart_labels[: len(steps) + 1] == [*steps, "01:00"]

@@ -16,6 +16,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from conftest import TasksDB
 from load import Failure, Scrape, describe, percentiles, scrape_concurrently
 from support import (
+    DEMO_COUNTS,
     Exporter,
     collections,
     db_exporter,
@@ -122,7 +123,7 @@ def _timed_scrapes(exporter: Exporter, n: int, every: float) -> list[float]:
         reply = exporter.get("/metrics")
         latencies.append(time.perf_counter() - started)
         assert reply.status == 200
-        assert task_counts(parse_metrics(reply.text))["Success"] == 84  # the demo's
+        assert task_counts(parse_metrics(reply.text))["Success"] == DEMO_COUNTS["Success"]
         time.sleep(max(0.0, every - latencies[-1]))
     return latencies
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Protocol
 
 from exporter.collect import Snapshot
+from exporter.history import Point
 from exporter.page import CONTENT_SECURITY_POLICY, render
 
 
@@ -48,8 +49,10 @@ class Routes:
         version: str,
         source: str,
         clock: Callable[[], float] = time.time,
+        history: Callable[[], Sequence[Point]] = tuple,
     ) -> None:
         self._exposition = metrics
+        self._history = history
         self._snapshot = snapshot
         self._telemetry_path = telemetry_path
         self._version = version
@@ -87,6 +90,7 @@ class Routes:
             version=self._version,
             telemetry_path=self._telemetry_path,
             source=self._source,
+            history=self._history(),
         )
         return Response(
             200,
