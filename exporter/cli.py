@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         demo_path = None
         if config.database.demo:
-            from exporter.demo import DemoDatabase  # noqa: PLC0415 - sqlite3 only for the demo
+            from exporter.sources.demo import DemoDatabase  # noqa: PLC0415 - sqlite3 only for the demo
 
             demo_path = stack.enter_context(DemoDatabase(progress=not args.once)).path
         if args.once:

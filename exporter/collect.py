@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from exporter.config import CollectionConfig, TasksConfig
-from exporter.source import (
+from exporter.sources.source import (
     Bounds,
     ConnectError,
     QueryPlan,

@@ -22,20 +22,20 @@ from exporter import __version__, systemd
 from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import Config, ConfigError, Overrides, load
-from exporter.history import History
 from exporter.metrics.registry import Metrics
-from exporter.source import Source
+from exporter.sources.source import Source
 from exporter.web import ListenError, Routes, Server
+from exporter.web.history import History
 
 
 def make_source(config: Config, demo_path: Path | None, logger: logging.Logger) -> Source:
     """The configured source; nothing connects until the first collection."""
     db, timeout = config.database, config.collection.timeout
     if db.driver == "sqlite":
-        from exporter.sqlite import SQLiteSource  # noqa: PLC0415 - only the demo and sqlite need it
+        from exporter.sources.sqlite import SQLiteSource  # noqa: PLC0415 - only the demo and sqlite need it
 
         return SQLiteSource(demo_path or Path(db.path), config.tasks, timeout=timeout)
-    from exporter.mysql import MySQLSource  # noqa: PLC0415 - pymysql only when MySQL is used
+    from exporter.sources.mysql import MySQLSource  # noqa: PLC0415 - pymysql only when MySQL is used
 
     return MySQLSource(
         db,

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import TasksDB, make_tasks_db
 from exporter.config import ConfigError, DatabaseConfig, Overrides, TasksConfig, load
-from exporter.grants import excess_privileges
-from exporter.mysql import MySQLSource
 from exporter.secret import Secret
+from exporter.sources.grants import excess_privileges
+from exporter.sources.mysql import MySQLSource
 from mariadb import MariaDB
 from pki import CA, Cert
 

@@ -14,7 +14,7 @@ from conftest import TasksDB
 from exporter.collect import CollectionLoop
 from exporter.config import CollectionConfig, TasksConfig, Window
 from exporter.metrics.collectors import families
-from exporter.mysql import MySQLSource
+from exporter.sources.mysql import MySQLSource
 from support import (
     collections,
     db_exporter,

@@ -34,9 +34,9 @@ from exporter.config import (
     load,
 )
 from exporter.metrics.registry import Metrics
-from exporter.mysql import MySQLSource
-from exporter.page import render
+from exporter.sources.mysql import MySQLSource
 from exporter.web import Routes
+from exporter.web.page import render
 from landing import Element
 from mariadb import MariaDB
 from support import (

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 from exporter.collect import CollectionLoop
 from exporter.config import CollectionConfig, TasksConfig, Window
-from exporter.demo import SCHEMA
-from exporter.sqlite import SQLiteSource
+from exporter.sources.demo import SCHEMA
+from exporter.sources.sqlite import SQLiteSource
 from support import Exporter, parse_metrics, run_cli, value, wait_for
 
 

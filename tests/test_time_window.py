@@ -17,7 +17,7 @@ from conftest import TasksDB
 from exporter.collect import CollectionLoop, Snapshot
 from exporter.config import CollectionConfig, TasksConfig, Window
 from exporter.metrics.collectors import families
-from exporter.mysql import MySQLSource
+from exporter.sources.mysql import MySQLSource
 from support import db_exporter, db_source_config, parse_metrics, value
 
 pytestmark = pytest.mark.mariadb

@@ -14,8 +14,8 @@ import pymysql.cursors
 from pymysql.constants import FIELD_TYPE
 
 from exporter.config import CollectionConfig, DatabaseConfig, TasksConfig
-from exporter.grants import excess_privileges
-from exporter.source import (
+from exporter.sources.grants import excess_privileges
+from exporter.sources.source import (
     Bounds,
     ConnectError,
     QueryError,
