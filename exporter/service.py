@@ -87,7 +87,7 @@ class Service:
         self.server = Server(
             routes=self._routes(config),
             web=config.web,
-            refused_total=self.metrics.refused,
+            on_refused=self.metrics.refused.inc,
             logger=logger,
         )
 

@@ -90,7 +90,9 @@ async def serving(
         source="test",
     )
     refused = Refused()
-    server = Server(routes=routes, web=web, refused_total=refused, logger=logging.getLogger(LOGGER))
+    server = Server(
+        routes=routes, web=web, on_refused=refused.inc, logger=logging.getLogger(LOGGER)
+    )
     await server.start()
     await server.serve()
     try:

@@ -16,9 +16,9 @@ import errno
 import logging
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from exporter.config import ListenAddress, WebConfig
 from exporter.web.allowlist import Allowlist, RefusalLog, client_address
@@ -33,12 +33,6 @@ if TYPE_CHECKING:
 # accept() errors that end one connection, not the ability to accept: the client left first.
 _CLIENT_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 _BACKOFF_MIN, _BACKOFF_MAX = 0.01, 1.0  # seconds between attempts while accept() fails
-
-
-class Counter(Protocol):
-    """Where refused connections are counted (a metric)."""
-
-    def inc(self) -> None: ...
 
 
 class _Listener:
@@ -64,14 +58,14 @@ class Server:
         *,
         routes: Routes,
         web: WebConfig,
-        refused_total: Counter,
+        on_refused: Callable[[], None],
         logger: logging.Logger,
     ) -> None:
         self.routes = routes
         self.web = web
         self.log = logger
         self._allowlist = Allowlist(web.allow)
-        self._refused_total = refused_total
+        self._on_refused = on_refused  # told of each client the allowlist refuses
         self._refusals = RefusalLog(logger)
         # Listeners per listen address; None holds sockets passed by systemd.
         self._listeners: dict[ListenAddress | None, list[_Listener]] = {}
@@ -311,7 +305,7 @@ class Server:
             self.log.debug("connection limit reached; reset the connection ranked last")
 
     def _refused(self, host: str) -> None:
-        self._refused_total.inc()
+        self._on_refused()
         summary_in = self._refusals.refused(host)
         if summary_in is not None:
             asyncio.get_running_loop().call_later(summary_in, self._refusals.flush)
