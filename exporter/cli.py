@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import platform
 import sys
@@ -171,7 +170,7 @@ def serve(
     args: argparse.Namespace,
     overrides: Overrides,
     demo_path: Path | None,
-    logger: logging.Logger,
+    logger: logs.Logger,
 ) -> int:
     async def run() -> bool:
         service = Service(

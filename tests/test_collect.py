@@ -52,7 +52,7 @@ def _loop(source: ScriptedSource, **collection: Any) -> CollectionLoop:
         source,
         TasksConfig(),
         CollectionConfig(**collection),
-        logger=logging.getLogger("tasks_exporter"),
+        logger=logs.Logger("tasks_exporter"),
         clock=lambda: 1000.0,
     )
 

@@ -312,7 +312,7 @@ def test_log_formats_carry_message_and_fields(fmt: str) -> None:
     own warnings included."""
     stream = io.StringIO()
     logger = logs.setup("info", fmt, stream)
-    logger.info("collection failed", extra={"kv": {"err": 'quote " and space'}})
+    logger.info("collection failed", err='quote " and space')
     logger.debug("hidden at info")
     (line,) = stream.getvalue().splitlines()
     if fmt == "json":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +20,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from exporter.config import ListenAddress, WebConfig
+from exporter.log import Logger
 from exporter.web.allowlist import Allowlist, RefusalLog, client_address
 from exporter.web.connection import Slot, evictee, reset, serve
 from exporter.web.listen import ListenError, bind_all, every_interface
@@ -59,7 +59,7 @@ class Server:
         routes: Routes,
         web: WebConfig,
         on_refused: Callable[[], None],
-        logger: logging.Logger,
+        logger: Logger,
     ) -> None:
         self.routes = routes
         self.web = web
@@ -259,15 +259,13 @@ class Server:
                 if exc.errno in _CLIENT_GONE:
                     continue
                 if not failures:
-                    self.log.error("cannot accept connections", extra={"kv": {"err": str(exc)}})  # noqa: TRY400 - one line per episode
+                    self.log.error("cannot accept connections", err=str(exc))  # noqa: TRY400 - one line per episode
                 failures += 1
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, _BACKOFF_MAX)
                 continue
             if failures:
-                self.log.warning(
-                    "accepting connections again", extra={"kv": {"failed_attempts": failures}}
-                )
+                self.log.warning("accepting connections again", failed_attempts=failures)
                 failures, pause = 0, _BACKOFF_MIN
             self._admit(sock, peer)
             await asyncio.sleep(0)  # let the connections evicted for this one end first
