@@ -1,6 +1,7 @@
 """Command line: flags and file -> Config -> source -> collection loop -> metrics -> HTTP.
 
-Read top to bottom, this is the whole data flow of the exporter.
+Read top to bottom, this is the whole data flow of the exporter: config.py, sources/,
+collect.py, metrics/ and web/, put together by service.py while it serves.
 """
 
 from __future__ import annotations
