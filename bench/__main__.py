@@ -41,8 +41,8 @@ from bench.database import (
 )
 from bench.load import WRK, Run, raw_response, scrape_exactly, wrk
 from exporter.config import TasksConfig
-from exporter.mysql import quote
-from exporter.source import build_query
+from exporter.sources.mysql import quote
+from exporter.sources.source import build_query
 from support import Exporter, mysql_config, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
