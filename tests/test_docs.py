@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import secrets
 import shlex
 import subprocess
 import textwrap
@@ -19,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_install import Moved, sh
 
+from conftest import TasksDB
 from exporter.config import CollectionConfig
 from exporter.sources.demo import DemoDatabase
-from support import run_cli, write_secret
+from support import free_port, parse_metrics, run_cli, task_counts, wait_for, write_secret
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = (REPO / "README.md", *sorted((REPO / "docs").glob("*.md")))
@@ -185,3 +188,68 @@ def test_the_readme_tells_the_demo_as_it_runs() -> None:
     text = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
     assert f"a task finishes every {step:g} seconds" in text
     assert f"collects every {interval:g} seconds" in text
+
+
+@pytest.mark.mariadb
+def test_a_newcomer_following_the_readme_gets_a_first_scrape(
+    tmp_path: Path, tasks_db: TasksDB
+) -> None:
+    """The README's steps as written (only paths, names and the port moved to the test's) install
+    the exporter with pip into a new venv of Debian's python3, create its user, check, collect
+    once, serve, and the scrape shows the table's counts."""
+    readme = REPO / "README.md"
+    _, install, password, run, scrape = (block.text for block in blocks(readme, "sh"))
+    (create_user,) = (block.text for block in blocks(readme, "sql"))
+    (config,) = (block.text for block in blocks(readme, "toml"))
+    db = tasks_db
+    user, pw = f"tx_{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+    prefix, etc, port = tmp_path / "opt", tmp_path / "etc", free_port()
+    moved = Moved(
+        {
+            "python3 -m venv": "/usr/bin/python3 -m venv",  # Debian's, whatever PATH holds
+            "pip install .": f"pip install --quiet {REPO}",
+            "/opt/tasks_exporter": str(prefix),
+            "/etc/tasks_exporter": str(etc),
+            "CHANGE-ME": pw,
+            "'tasks_exporter'@": f"'{user}'@",
+            "flasktest.tasks": db.qualified_table,
+            '"/run/mysqld/mysqld.sock"': f'"{db.server.socket}"',
+            'user = "tasks_exporter"': f'user = "{user}"',
+            'database = "flasktest"': f'database = "{db.database}"',
+            "127.0.0.1:9775": f"127.0.0.1:{port}",
+        }
+    )
+    steps = [line for line in install.splitlines() if not line.startswith("apt-get ")]
+    result = sh(moved("\n".join(steps), "pip install .", "/opt/tasks_exporter"), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for statement in moved(create_user, "CHANGE-ME", "flasktest.tasks").split(";"):
+        if statement.strip():
+            db.server.execute(statement)
+    try:
+        assert sh(moved(password, "/etc/tasks_exporter"), tmp_path).returncode == 0
+        (etc / "tasks_exporter.toml").write_text(moved(config, "mysqld.sock"), encoding="utf-8")
+        *once, serve = moved(run, "--config.check", "--once").splitlines()
+        result = sh("\n".join(once), tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "configuration is valid" in result.stdout
+        log = (tmp_path / "exporter.log").open("w", encoding="utf-8")
+        server = subprocess.Popen(
+            [*shlex.split(serve), f"--web.listen-address=127.0.0.1:{port}"],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            wait_for(
+                lambda: "Pending" in sh(moved(scrape, "127.0.0.1:9775"), tmp_path).stdout or None,
+                timeout=15,
+                what="the README's scrape",
+            )
+            lines = sh(moved(scrape, "127.0.0.1:9775"), tmp_path).stdout
+            assert task_counts(parse_metrics(lines)) == {"Success": 5, "Pending": 3, "Failed": 2}
+        finally:
+            server.terminate()
+            assert server.wait(10) == 0, (tmp_path / "exporter.log").read_text(encoding="utf-8")
+            log.close()
+    finally:
+        db.server.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
