@@ -158,7 +158,7 @@ def units_setup(steps: Steps) -> str:
     return "\n".join(setup)
 
 
-def test_the_readme_steps_install_and_check_the_exporter_inside_debian(
+def test_the_production_steps_install_and_check_the_exporter_inside_debian(
     machine: container.Container,
     checked: tuple[str, str],
     rootfs: container.RootFS,
