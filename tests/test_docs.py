@@ -1,6 +1,7 @@
 """The documentation as its readers use it: README.md and docs/*.md link only to what exists,
 their shell blocks parse and name files and subcommands that exist, their TOML blocks are
-configurations `--config.check` accepts, and what they say of the demo and of the database
+configurations `--config.check` accepts, their SQL runs on MariaDB, the README's path from
+nothing to a first scrape works as written, and what they say of the demo and of the database
 user is what the code does.
 
 The production section of docs/operations.md is also run, step by step, by test_install.py
@@ -253,3 +254,23 @@ def test_a_newcomer_following_the_readme_gets_a_first_scrape(
             log.close()
     finally:
         db.server.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("block", all_blocks("sql"), ids=lambda b: b.doc.name)
+def test_every_sql_block_runs_on_mariadb(block: Block, tasks_db: TasksDB) -> None:
+    """Each SQL block runs on MariaDB as written, with the user and the table moved to the
+    test's (a statement the server refuses fails the test)."""
+    user = f"tx_{secrets.token_hex(4)}"
+    sql = (
+        block.text.replace("'tasks_exporter'@", f"'{user}'@")
+        .replace("flasktest.tasks", tasks_db.qualified_table)
+        .replace("ALTER TABLE tasks ", f"ALTER TABLE {tasks_db.qualified_table} ")
+    )
+    assert sql != block.text, f"nothing of the test's moved into {block}"
+    try:
+        for statement in sql.split(";"):
+            if statement.strip():
+                tasks_db.server.execute(statement)
+    finally:
+        tasks_db.server.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
