@@ -42,8 +42,8 @@ from bench.database import (
 )
 from bench.load import WRK, Fresh, Run, raw_response, scrape_exactly, scrape_fresh, wrk
 from exporter.config import TasksConfig
-from exporter.mysql import quote
-from exporter.source import build_query
+from exporter.sources.mysql import quote
+from exporter.sources.source import build_query
 from pki import CA
 from support import Exporter, mysql_config, wait_for
 

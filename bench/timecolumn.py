@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 from exporter.config import DatabaseConfig, TasksConfig, Window
-from exporter.mysql import MySQLSource, quote
 from exporter.secret import Secret
-from exporter.source import index_statement, window_bounds
+from exporter.sources.mysql import MySQLSource, quote
+from exporter.sources.source import index_statement, window_bounds
 from mariadb import MariaDB
 
 DAYS = 30

@@ -1,6 +1,7 @@
 """Command line: flags and file -> Config -> source -> collection loop -> metrics -> HTTP.
 
-Read top to bottom, this is the whole data flow of the exporter.
+Read top to bottom, this is the whole data flow of the exporter: config.py, sources/,
+collect.py, metrics/ and web/, put together by service.py while it serves.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import platform
 import sys
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         demo_path = None
         if config.database.demo:
-            from exporter.demo import DemoDatabase  # noqa: PLC0415 - sqlite3 only for the demo
+            from exporter.sources.demo import DemoDatabase  # noqa: PLC0415 - sqlite3 only for the demo
 
             demo_path = stack.enter_context(DemoDatabase(progress=not args.once)).path
         if args.once:
@@ -171,7 +171,7 @@ def serve(
     args: argparse.Namespace,
     overrides: Overrides,
     demo_path: Path | None,
-    logger: logging.Logger,
+    logger: logs.Logger,
 ) -> int:
     async def run() -> bool:
         service = Service(

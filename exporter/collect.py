@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from exporter.config import CollectionConfig, TasksConfig
-from exporter.source import (
+from exporter.log import Logger
+from exporter.sources.source import (
     Bounds,
     ConnectError,
     QueryPlan,
@@ -215,7 +215,7 @@ class CollectionLoop:
         tasks: TasksConfig,
         collection: CollectionConfig,
         *,
-        logger: logging.Logger,
+        logger: Logger,
         clock: Callable[[], float] = time.time,
         on_collected: Callable[[Snapshot], None] = lambda _snapshot: None,
     ) -> None:
@@ -388,43 +388,36 @@ class CollectionLoop:
             return  # neither fast nor slow: keep the state until a query says which
         if state == self._reported_stretch:
             return
-        kv: dict[str, object] = {
+        fields: dict[str, object] = {
             "interval_seconds": interval,
             "effective_interval_seconds": round(effective, 3),
         }
         if plan is not None:
-            kv["estimated_rows"] = plan.estimated_rows
+            fields["estimated_rows"] = plan.estimated_rows
         if self._last_success_duration is not None:
-            kv["last_successful_query_seconds"] = round(self._last_success_duration, 3)
+            fields["last_successful_query_seconds"] = round(self._last_success_duration, 3)
         if state == "timeout":
             self._log.warning(
                 "the query needs more than the timeout allows; collections are spaced out while"
                 " it is cut off. Raise collection.timeout (and interval), narrow the query with"
                 " a window, or create the index the EXPLAIN warning names",
-                extra={
-                    "kv": {
-                        "needed_seconds_at_least": self._collection.timeout,
-                        "timeout_seconds": self._collection.timeout,
-                        **kv,
-                    }
-                },
+                needed_seconds_at_least=self._collection.timeout,
+                timeout_seconds=self._collection.timeout,
+                **fields,
             )
         elif state == "budget":
             self._log.warning(
                 "the query takes more than its share of the interval; collections are spaced"
                 " out to keep the database's load within collection.load_budget",
-                extra={
-                    "kv": {
-                        "duration_seconds": round(duration, 3),
-                        "load_budget": self._collection.load_budget,
-                        **kv,
-                    }
-                },
+                duration_seconds=round(duration, 3),
+                load_budget=self._collection.load_budget,
+                **fields,
             )
         else:
             self._log.info(
                 "the query is fast again; collections are back at the configured interval",
-                extra={"kv": {"duration_seconds": round(duration, 3), **kv}},
+                duration_seconds=round(duration, 3),
+                **fields,
             )
         self._reported_stretch = state
 
@@ -436,19 +429,16 @@ class CollectionLoop:
         if unindexed:
             self._log.warning(
                 "the query scans a large table without an index that serves it; create one",
-                extra={
-                    "kv": {
-                        "estimated_rows": plan.estimated_rows,
-                        "access": plan.access,
-                        "scan_warning_rows": self._collection.scan_warning_rows,
-                        "create_index": plan.create_index,
-                    }
-                },
+                estimated_rows=plan.estimated_rows,
+                access=plan.access,
+                scan_warning_rows=self._collection.scan_warning_rows,
+                create_index=plan.create_index,
             )
         else:
             self._log.info(
                 "the query is now served by an index",
-                extra={"kv": {"estimated_rows": plan.estimated_rows, "access": plan.access}},
+                estimated_rows=plan.estimated_rows,
+                access=plan.access,
             )
         self._reported_unindexed = unindexed
 
@@ -459,7 +449,8 @@ class CollectionLoop:
             self._log.warning(
                 "too many kinds of tasks (label_columns values); the least frequent are counted"
                 " as other_status",
-                extra={"kv": {"folded_kinds": folded, "max_kinds": self._tasks.max_kinds}},
+                folded_kinds=folded,
+                max_kinds=self._tasks.max_kinds,
             )
         else:
             self._log.info("kinds of tasks no longer folded")
@@ -470,15 +461,14 @@ class CollectionLoop:
         if reason == self._reported_reason:
             self._log.debug(
                 "collection finished",
-                extra={"kv": {"result": outcome, "duration_seconds": round(duration, 4)}},
+                result=outcome,
+                duration_seconds=round(duration, 4),
             )
             return
         if error is None:
-            self._log.info(
-                "collection succeeded", extra={"kv": {"duration_seconds": round(duration, 4)}}
-            )
+            self._log.info("collection succeeded", duration_seconds=round(duration, 4))
         else:
-            self._log.error("collection failed", extra={"kv": {"result": outcome, "err": error}})
+            self._log.error("collection failed", result=outcome, err=error)
         self._reported_reason = reason
 
     def _report_folding(self, folded: tuple[str, ...]) -> None:
@@ -487,13 +477,9 @@ class CollectionLoop:
         if folded:
             self._log.warning(
                 "too many distinct statuses; the least frequent are counted as other_status",
-                extra={
-                    "kv": {
-                        "folded": len(folded),
-                        "max_statuses": self._tasks.max_statuses,
-                        "other_status": self._tasks.other_status,
-                    }
-                },
+                folded=len(folded),
+                max_statuses=self._tasks.max_statuses,
+                other_status=self._tasks.other_status,
             )
         else:
             self._log.info("statuses no longer folded; every status has its own series")

@@ -141,7 +141,7 @@ class TasksConfig:
         return UTC if self.time_zone == "UTC" else ZoneInfo(self.time_zone)
 
 
-# The embedded demo's table (exporter/demo.py): ages, today's window and kinds of tasks.
+# The embedded demo's table (exporter/sources/demo.py): ages, today's window and kinds of tasks.
 DEMO_TASKS = TasksConfig(
     time_column="created_at",
     window=Window(today=True),

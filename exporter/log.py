@@ -1,4 +1,9 @@
-"""Log lines in logfmt or JSON, the formats Prometheus exporters write (--log.format)."""
+"""Log lines in logfmt or JSON, the formats Prometheus exporters write (--log.format).
+
+Call sites read as sentences: `log.error("collection failed", result="timeout", err=...)`.
+Logger carries the fields to the standard logging module, whose formatters here write them
+after the message, in the order given.
+"""
 
 from __future__ import annotations
 
@@ -53,7 +58,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(_fields(record), ensure_ascii=False, default=str)
 
 
-def setup(level: str, fmt: str, stream: TextIO = sys.stderr) -> logging.Logger:
+class Logger:
+    """A message and its fields, logged through a standard logging.Logger."""
+
+    def __init__(self, name: str = "tasks_exporter") -> None:
+        self._logger = logging.getLogger(name)
+
+    def debug(self, msg: str, /, **fields: object) -> None:
+        self._log(logging.DEBUG, msg, fields)
+
+    def info(self, msg: str, /, **fields: object) -> None:
+        self._log(logging.INFO, msg, fields)
+
+    def warning(self, msg: str, /, **fields: object) -> None:
+        self._log(logging.WARNING, msg, fields)
+
+    def error(self, msg: str, /, **fields: object) -> None:
+        self._log(logging.ERROR, msg, fields)
+
+    def exception(self, msg: str, /, **fields: object) -> None:
+        """An error with the exception being handled, as an `exc` field (no traceback)."""
+        self._log(logging.ERROR, msg, fields, exc_info=True)
+
+    def _log(
+        self, level: int, msg: str, fields: dict[str, object], *, exc_info: bool = False
+    ) -> None:
+        # stacklevel 3: the record names the caller of debug() and the like, not this module.
+        self._logger.log(level, msg, exc_info=exc_info, extra={"kv": fields}, stacklevel=3)
+
+
+def setup(level: str, fmt: str, stream: TextIO = sys.stderr) -> Logger:
     """The exporter's logger, writing one line per event to stderr (journald adds the rest)."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
@@ -64,4 +98,4 @@ def setup(level: str, fmt: str, stream: TextIO = sys.stderr) -> logging.Logger:
         each.addHandler(handler)
         each.setLevel(max(minimum, _LEVELS[level]))
         each.propagate = False
-    return logging.getLogger("tasks_exporter")
+    return Logger("tasks_exporter")

@@ -10,7 +10,6 @@ throughout, until the first collection with the new settings replaces it.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import time
@@ -22,20 +21,20 @@ from exporter import __version__, systemd
 from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import Config, ConfigError, Overrides, load
-from exporter.history import History
 from exporter.metrics.registry import Metrics
-from exporter.source import Source
+from exporter.sources.source import Source
 from exporter.web import ListenError, Routes, Server
+from exporter.web.history import History
 
 
-def make_source(config: Config, demo_path: Path | None, logger: logging.Logger) -> Source:
+def make_source(config: Config, demo_path: Path | None, logger: logs.Logger) -> Source:
     """The configured source; nothing connects until the first collection."""
     db, timeout = config.database, config.collection.timeout
     if db.driver == "sqlite":
-        from exporter.sqlite import SQLiteSource  # noqa: PLC0415 - only the demo and sqlite need it
+        from exporter.sources.sqlite import SQLiteSource  # noqa: PLC0415 - only the demo and sqlite need it
 
         return SQLiteSource(demo_path or Path(db.path), config.tasks, timeout=timeout)
-    from exporter.mysql import MySQLSource  # noqa: PLC0415 - pymysql only when MySQL is used
+    from exporter.sources.mysql import MySQLSource  # noqa: PLC0415 - pymysql only when MySQL is used
 
     return MySQLSource(
         db,
@@ -56,7 +55,7 @@ class Service:
         config_file: Path | None,
         overrides: Overrides,
         demo_path: Path | None,
-        logger: logging.Logger,
+        logger: logs.Logger,
         environ: MutableMapping[str, str] = os.environ,
         clock: Callable[[], float] = time.time,
         exporter_metrics: bool = True,
@@ -87,7 +86,7 @@ class Service:
         self.server = Server(
             routes=self._routes(config),
             web=config.web,
-            refused_total=self.metrics.refused,
+            on_refused=self.metrics.refused.inc,
             logger=logger,
         )
 
@@ -112,9 +111,9 @@ class Service:
             try:
                 await self.server.start(self._passed_sockets())
             except (ListenError, systemd.SystemdError) as exc:
-                self.log.error("cannot start", extra={"kv": {"err": str(exc)}})  # noqa: TRY400 - one clear line, no traceback
+                self.log.error("cannot start", err=str(exc))  # noqa: TRY400 - one clear line, no traceback
                 return False
-            self.log.info("tasks_exporter started", extra={"kv": self._summary(self.config)})
+            self.log.info("tasks_exporter started", **self._summary(self.config))
             # The port is bound (or passed by systemd) but nothing is accepted until the first
             # collection has ended: the first scrape, which may be the one that started the
             # service, sees fresh counts rather than up 0. Clients wait in the listen queue.
@@ -180,14 +179,14 @@ class Service:
         )
         self.log = logs.setup(config.log.level, config.log.format)
         self.config = config
-        self.log.info("configuration reloaded", extra={"kv": self._summary(config)})
+        self.log.info("configuration reloaded", **self._summary(config))
         return True
 
     def _refused(self, problems: Iterable[str]) -> None:
         for problem in problems:
             self.log.error(
                 "configuration reload refused; the running configuration is kept",
-                extra={"kv": {"err": f"config error: {problem}"}},
+                err=f"config error: {problem}",
             )
 
     def _summary(self, config: Config) -> dict[str, object]:

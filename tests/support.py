@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import DatabaseConfig
-from exporter.demo import SEED
 from exporter.secret import Secret
+from exporter.sources.demo import SEED
 
 if TYPE_CHECKING:
     from conftest import TasksDB

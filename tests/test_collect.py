@@ -13,7 +13,7 @@ import pytest
 from exporter import log as logs
 from exporter.collect import CollectionLoop
 from exporter.config import CollectionConfig, TasksConfig
-from exporter.source import Bounds, ConnectError, QueryPlan, QueryTimeout, Row, Rows
+from exporter.sources.source import Bounds, ConnectError, QueryPlan, QueryTimeout, Row, Rows
 
 Script = list[Sequence[tuple[object, int]] | Exception]
 
@@ -52,7 +52,7 @@ def _loop(source: ScriptedSource, **collection: Any) -> CollectionLoop:
         source,
         TasksConfig(),
         CollectionConfig(**collection),
-        logger=logging.getLogger("tasks_exporter"),
+        logger=logs.Logger("tasks_exporter"),
         clock=lambda: 1000.0,
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,9 +13,10 @@ import pytest
 
 from conftest import TasksDB, make_tasks_db
 from exporter.config import ConfigError, DatabaseConfig, Overrides, TasksConfig, load
-from exporter.grants import excess_privileges
-from exporter.mysql import MySQLSource
+from exporter.log import Logger
 from exporter.secret import Secret
+from exporter.sources.grants import excess_privileges
+from exporter.sources.mysql import MySQLSource
 from mariadb import MariaDB
 from pki import CA, Cert
 
@@ -338,7 +338,7 @@ def test_connection_killed_during_the_grants_check_costs_no_collection(tasks_db:
         database=tasks_db.database,
     )
     seed = {"Success": 5, "Pending": 3, "Failed": 2}
-    source = KilledDuringCheck(db, TasksConfig(), timeout=2, logger=logging.getLogger("test"))
+    source = KilledDuringCheck(db, TasksConfig(), timeout=2, logger=Logger("test"))
     try:
         assert {
             row.status: row.n for row in source.count()

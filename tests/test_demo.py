@@ -6,7 +6,15 @@ import sqlite3
 import time
 from pathlib import Path
 
-from exporter.demo import QUEUES, SEED, SEED_HOURS, SLOW_QUEUE, YESTERDAY, DemoDatabase, seed
+from exporter.sources.demo import (
+    QUEUES,
+    SEED,
+    SEED_HOURS,
+    SLOW_QUEUE,
+    YESTERDAY,
+    DemoDatabase,
+    seed,
+)
 
 # 2026-03-10 14:30:00 UTC: a working afternoon.
 AFTERNOON = 1_773_153_000.0

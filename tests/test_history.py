@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from exporter.collect import Snapshot
-from exporter.history import History
+from exporter.web.history import History
 
 
 def _ok(at: float, success: int) -> Snapshot:

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import TasksDB
 from exporter.config import TasksConfig
-from exporter.mysql import MySQLSource
+from exporter.sources.mysql import MySQLSource
 from support import (
     NEVER_IMPORTED,
     Exporter,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from exporter.collect import Snapshot
-from exporter.history import Point
-from exporter.page import render
+from exporter.web.history import Point
+from exporter.web.page import render
 from landing import Landing, read
 
 NOW = 10_000.0

@@ -13,8 +13,9 @@ import pytest
 from conftest import TasksDB
 from exporter.collect import CollectionLoop
 from exporter.config import CollectionConfig, TasksConfig, Window
+from exporter.log import Logger
 from exporter.metrics.collectors import families
-from exporter.mysql import MySQLSource
+from exporter.sources.mysql import MySQLSource
 from support import (
     collections,
     db_exporter,
@@ -63,7 +64,7 @@ def test_explain_warns_about_a_million_unindexed_rows_and_not_once_indexed(
         source,
         tasks,
         CollectionConfig(interval=10, timeout=5, staleness=60),
-        logger=logging.getLogger("test.protect"),
+        logger=Logger("test.protect"),
         clock=lambda: 1_000_000.0,
     )
     caplog.set_level(logging.INFO, logger="test.protect")

@@ -18,9 +18,9 @@ from exporter.collect import Snapshot, shape
 from exporter.config import DatabaseConfig, TasksConfig, parse_network
 from exporter.metrics.collectors import SnapshotCollector, families
 from exporter.metrics.exposition import Exposition, accepts_gzip
-from exporter.mysql import is_local
-from exporter.page import render
+from exporter.sources.mysql import is_local
 from exporter.web.allowlist import Allowlist, RefusalLog, client_address
+from exporter.web.page import render
 from exporter.web.parsing import _path
 from support import parse_metrics, task_counts, value
 
@@ -312,7 +312,7 @@ def test_log_formats_carry_message_and_fields(fmt: str) -> None:
     own warnings included."""
     stream = io.StringIO()
     logger = logs.setup("info", fmt, stream)
-    logger.info("collection failed", extra={"kv": {"err": 'quote " and space'}})
+    logger.info("collection failed", err='quote " and space')
     logger.debug("hidden at info")
     (line,) = stream.getvalue().splitlines()
     if fmt == "json":

@@ -230,7 +230,13 @@ def test_an_invalid_configuration_is_refused_whole_and_the_old_one_keeps_running
     exporter.write_config(good.replace("0.5s", "0.6s"))
     exporter.reload()
     wait_for(lambda: _reloads(exporter)[0] == 1, timeout=15, what="the fixed file applied")
-    assert value(exporter.scrape(), "tasks_exporter_collection_interval_seconds") == 0.6
+    # The interval is shown by the snapshot of the first collection with the new settings,
+    # which starts at once but may still be running when the reload is reported.
+    wait_for(
+        lambda: value(exporter.scrape(), "tasks_exporter_collection_interval_seconds") == 0.6,
+        timeout=5,
+        what="the new interval on /metrics",
+    )
 
 
 def test_a_reload_that_cannot_listen_changes_nothing(tmp_path: Path, tasks_db: TasksDB) -> None:

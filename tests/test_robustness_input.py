@@ -7,7 +7,6 @@ a real MariaDB to the exposition and the page; and configuration mistakes.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import socket
 import tempfile
 import threading
@@ -33,10 +32,11 @@ from exporter.config import (
     TasksConfig,
     load,
 )
+from exporter.log import Logger
 from exporter.metrics.registry import Metrics
-from exporter.mysql import MySQLSource
-from exporter.page import render
+from exporter.sources.mysql import MySQLSource
 from exporter.web import Routes
+from exporter.web.page import render
 from landing import Element
 from mariadb import MariaDB
 from support import (
@@ -273,7 +273,7 @@ def _exposed(db: TasksDB, column: str, values: list[Any]) -> tuple[Routes, dict[
     )
     tasks = TasksConfig(status_column=column, max_statuses=10_000)
     source = MySQLSource(db_source_config(db), tasks, timeout=5)
-    loop = CollectionLoop(source, tasks, CollectionConfig(), logger=logging.getLogger(__name__))
+    loop = CollectionLoop(source, tasks, CollectionConfig(), logger=Logger(__name__))
     try:
         assert loop.collect_once().up, loop.snapshot.error
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
 import sqlite3
 import subprocess
@@ -13,8 +12,9 @@ from zoneinfo import ZoneInfo
 
 from exporter.collect import CollectionLoop
 from exporter.config import CollectionConfig, TasksConfig, Window
-from exporter.demo import SCHEMA
-from exporter.sqlite import SQLiteSource
+from exporter.log import Logger
+from exporter.sources.demo import SCHEMA
+from exporter.sources.sqlite import SQLiteSource
 from support import Exporter, parse_metrics, run_cli, value, wait_for
 
 
@@ -150,7 +150,7 @@ def test_oldest_times_window_and_kinds_on_sqlite(tmp_path: Path) -> None:
             SQLiteSource(path, tasks, timeout=1),
             tasks,
             CollectionConfig(interval=1, timeout=0.5, staleness=10**9),
-            logger=logging.getLogger("test"),
+            logger=Logger("test"),
             clock=lambda clock=clock: clock[0],  # type: ignore[misc]
         )
         try:

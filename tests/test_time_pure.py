@@ -14,8 +14,15 @@ from hypothesis import strategies as st
 
 from exporter.collect import shape_rows
 from exporter.config import ConfigError, Overrides, TasksConfig, Window, load
-from exporter.mysql import quote
-from exporter.source import Bounds, Row, build_query, index_statement, unix_time, window_bounds
+from exporter.sources.mysql import quote
+from exporter.sources.source import (
+    Bounds,
+    Row,
+    build_query,
+    index_statement,
+    unix_time,
+    window_bounds,
+)
 from support import run_cli, write_secret
 
 

@@ -6,7 +6,6 @@ clock the test controls; the query plan with the server's own EXPLAIN.
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,8 +15,9 @@ import pytest
 from conftest import TasksDB
 from exporter.collect import CollectionLoop, Snapshot
 from exporter.config import CollectionConfig, TasksConfig, Window
+from exporter.log import Logger
 from exporter.metrics.collectors import families
-from exporter.mysql import MySQLSource
+from exporter.sources.mysql import MySQLSource
 from support import db_exporter, db_source_config, parse_metrics, value
 
 pytestmark = pytest.mark.mariadb
@@ -68,7 +68,7 @@ def _loop(db: TasksDB, tasks: TasksConfig, clock: list[float]) -> CollectionLoop
         source,
         tasks,
         CollectionConfig(interval=1, timeout=0.5, staleness=10**9),
-        logger=logging.getLogger("test"),
+        logger=Logger("test"),
         clock=lambda: clock[0],
     )
 

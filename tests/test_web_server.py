@@ -21,6 +21,7 @@ import pytest
 
 from exporter.collect import Snapshot
 from exporter.config import ListenAddress, WebConfig, parse_network
+from exporter.log import Logger
 from exporter.web import Routes, Server
 from exporter.web.security.webconfig import read_web_security
 
@@ -90,7 +91,7 @@ async def serving(
         source="test",
     )
     refused = Refused()
-    server = Server(routes=routes, web=web, refused_total=refused, logger=logging.getLogger(LOGGER))
+    server = Server(routes=routes, web=web, on_refused=refused.inc, logger=Logger(LOGGER))
     await server.start()
     await server.serve()
     try:

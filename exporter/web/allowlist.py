@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import time
 from collections.abc import Callable, Iterable
 
 from exporter.config import Network
+from exporter.log import Logger
 
 
 class Allowlist:
@@ -46,7 +46,7 @@ class RefusalLog:
 
     def __init__(
         self,
-        logger: logging.Logger,
+        logger: Logger,
         *,
         window: float = 60.0,
         distinct: int = 10,
@@ -70,7 +70,7 @@ class RefusalLog:
             self._seen.clear()
         if host not in self._seen and len(self._seen) < self._distinct:
             self._seen.add(host)
-            self._log.warning("connection refused by allowlist", extra={"kv": {"client": host}})
+            self._log.warning("connection refused by allowlist", client=host)
             return None
         self._suppressed += 1
         return self._window_end - now if self._suppressed == 1 else None
@@ -79,6 +79,7 @@ class RefusalLog:
         if self._suppressed:
             self._log.warning(
                 "more connections refused by allowlist",
-                extra={"kv": {"count": self._suppressed, "window_seconds": self._window}},
+                count=self._suppressed,
+                window_seconds=self._window,
             )
             self._suppressed = 0

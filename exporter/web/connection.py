@@ -114,7 +114,7 @@ async def serve(sock: socket.socket, slot: Slot, server: Server) -> None:
     """Serve one accepted, allowed connection until it ends, then close or reset it."""
     streams: _Streams | None = None
     reset_it = True  # when evicted, refused by a reload, stopped, or the client does not read
-    client = {"client": str(slot.address)}
+    client = str(slot.address)
     try:
         web, security = server.web, server.security()
         context = None if security is None else security.context
@@ -122,24 +122,24 @@ async def serve(sock: socket.socket, slot: Slot, server: Server) -> None:
             streams = await _open(sock, slot, context, web.request_timeout)
             if streams is not None and not _allowed_client(streams, security):
                 err = "no allowed SAN in the client certificate"
-                server.log.debug("TLS client refused", extra={"kv": {**client, "err": err}})
+                server.log.debug("TLS client refused", client=client, err=err)
                 return
             first = b"" if streams is None else await streams.reader.read(1)
         if streams is not None and (not first or await _exchange(streams, first, slot, server)):
             await _close(streams.writer, server.web.request_timeout)
         reset_it = False
     except _Unread:
-        server.log.debug("client does not read its answers; reset", extra={"kv": client})
+        server.log.debug("client does not read its answers; reset", client=client)
     except ssl.SSLError as exc:  # no certificate, wrong CA, old version...
-        server.log.debug("TLS handshake failed", extra={"kv": {**client, "err": str(exc)}})
+        server.log.debug("TLS handshake failed", client=client, err=str(exc))
         reset_it = False
     except TimeoutError:  # the request or the next one did not come in time: closed
         reset_it = False
     except OSError as exc:  # reset by the client...
-        server.log.debug("connection lost", extra={"kv": {**client, "err": str(exc)}})
+        server.log.debug("connection lost", client=client, err=str(exc))
         reset_it = False
     except Exception:  # a bug: this connection is reset, the others go on
-        server.log.exception("error serving a connection", extra={"kv": client})
+        server.log.exception("error serving a connection", client=client)
     finally:
         if reset_it:  # nothing more is sent, not even what is buffered
             with contextlib.suppress(OSError):
@@ -297,7 +297,7 @@ def _respond(request: Request, server: Server) -> Response:
     try:
         return server.routes.respond(request.method, request.path, request.headers)
     except Exception:  # a bug answers 500 and is logged; the server keeps serving
-        server.log.exception("error answering request", extra={"kv": {"path": request.path}})
+        server.log.exception("error answering request", path=request.path)
         return text(HTTPStatus.INTERNAL_SERVER_ERROR, close=True)
 
 

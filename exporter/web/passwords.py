@@ -16,9 +16,9 @@ in the bound is given back at once.
 from __future__ import annotations
 
 import asyncio
-import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from exporter.log import Logger
 from exporter.web.security.auth import BasicAuth, Credentials, Users, parse_basic
 
 THREADS = 2  # bcrypt releases the GIL; more threads would only share the same two cores
@@ -26,7 +26,7 @@ MAX_CHECKS = 8  # in flight across the server: two running, six waiting (about 0
 
 
 class PasswordChecks:
-    def __init__(self, logger: logging.Logger, *, max_checks: int = MAX_CHECKS) -> None:
+    def __init__(self, logger: Logger, *, max_checks: int = MAX_CHECKS) -> None:
         self._log = logger
         self._auth = BasicAuth()
         self._max = max_checks
@@ -59,7 +59,7 @@ class PasswordChecks:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._pool, self._auth.verify, users, credentials)
         except Exception as exc:  # a hash bcrypt cannot read: refused, and said once per request
-            self._log.error("password check failed", extra={"kv": {"err": repr(exc)}})
+            self._log.error("password check failed", err=repr(exc))
             return False
         finally:
             self._in_flight -= 1

@@ -10,8 +10,8 @@ from http import HTTPStatus
 from typing import Protocol
 
 from exporter.collect import Snapshot
-from exporter.history import Point
-from exporter.page import CONTENT_SECURITY_POLICY, render
+from exporter.web.history import Point
+from exporter.web.page import CONTENT_SECURITY_POLICY, render
 
 
 class Metrics(Protocol):

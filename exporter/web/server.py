@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import logging
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from exporter.config import ListenAddress, WebConfig
+from exporter.log import Logger
 from exporter.web.allowlist import Allowlist, RefusalLog, client_address
 from exporter.web.connection import Slot, evictee, reset, serve
 from exporter.web.listen import ListenError, bind_all, every_interface
@@ -33,12 +33,6 @@ if TYPE_CHECKING:
 # accept() errors that end one connection, not the ability to accept: the client left first.
 _CLIENT_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 _BACKOFF_MIN, _BACKOFF_MAX = 0.01, 1.0  # seconds between attempts while accept() fails
-
-
-class Counter(Protocol):
-    """Where refused connections are counted (a metric)."""
-
-    def inc(self) -> None: ...
 
 
 class _Listener:
@@ -64,14 +58,14 @@ class Server:
         *,
         routes: Routes,
         web: WebConfig,
-        refused_total: Counter,
-        logger: logging.Logger,
+        on_refused: Callable[[], None],
+        logger: Logger,
     ) -> None:
         self.routes = routes
         self.web = web
         self.log = logger
         self._allowlist = Allowlist(web.allow)
-        self._refused_total = refused_total
+        self._on_refused = on_refused  # told of each client the allowlist refuses
         self._refusals = RefusalLog(logger)
         # Listeners per listen address; None holds sockets passed by systemd.
         self._listeners: dict[ListenAddress | None, list[_Listener]] = {}
@@ -265,15 +259,13 @@ class Server:
                 if exc.errno in _CLIENT_GONE:
                     continue
                 if not failures:
-                    self.log.error("cannot accept connections", extra={"kv": {"err": str(exc)}})  # noqa: TRY400 - one line per episode
+                    self.log.error("cannot accept connections", err=str(exc))  # noqa: TRY400 - one line per episode
                 failures += 1
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, _BACKOFF_MAX)
                 continue
             if failures:
-                self.log.warning(
-                    "accepting connections again", extra={"kv": {"failed_attempts": failures}}
-                )
+                self.log.warning("accepting connections again", failed_attempts=failures)
                 failures, pause = 0, _BACKOFF_MIN
             self._admit(sock, peer)
             await asyncio.sleep(0)  # let the connections evicted for this one end first
@@ -311,7 +303,7 @@ class Server:
             self.log.debug("connection limit reached; reset the connection ranked last")
 
     def _refused(self, host: str) -> None:
-        self._refused_total.inc()
+        self._on_refused()
         summary_in = self._refusals.refused(host)
         if summary_in is not None:
             asyncio.get_running_loop().call_later(summary_in, self._refusals.flush)

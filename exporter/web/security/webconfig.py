@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
-import logging
 import os
 import platform
 import re
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.log import Logger
 from exporter.secret import Secret
 from exporter.tlsfiles import reason, too_open
 from exporter.web.security.auth import Users
@@ -693,7 +693,7 @@ class LiveSecurity:
     def __init__(
         self,
         security: WebSecurity,
-        logger: logging.Logger,
+        logger: Logger,
         *,
         every: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
@@ -724,10 +724,11 @@ class LiveSecurity:
         except WebConfigError as exc:
             self._log.error(
                 "web config file changed but is invalid; keeping the previous one",
-                extra={"kv": {"file": str(path), "err": "; ".join(exc.problems)}},
+                file=str(path),
+                err="; ".join(exc.problems),
             )
             return
         # The new file may name other certificate files: follow those from now on.
         self._seen = _fingerprint(active.config.files())
         self._active = active
-        self._log.info("web config file reloaded", extra={"kv": active.describe()})
+        self._log.info("web config file reloaded", **active.describe())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import math
 import ssl
 from dataclasses import replace
@@ -14,8 +13,9 @@ import pymysql.cursors
 from pymysql.constants import FIELD_TYPE
 
 from exporter.config import CollectionConfig, DatabaseConfig, TasksConfig
-from exporter.grants import excess_privileges
-from exporter.source import (
+from exporter.log import Logger
+from exporter.sources.grants import excess_privileges
+from exporter.sources.source import (
     Bounds,
     ConnectError,
     QueryError,
@@ -125,7 +125,7 @@ class MySQLSource:
         *,
         timeout: float,
         scan_warning_rows: int = CollectionConfig.scan_warning_rows,
-        logger: logging.Logger | None = None,
+        logger: Logger | None = None,
     ) -> None:
         self._db = db
         self._tasks = tasks
@@ -336,9 +336,7 @@ class MySQLSource:
                 cursor.execute("SHOW GRANTS")
                 lines = [str(row[0]) for row in cursor.fetchall()]
         except pymysql.MySQLError as exc:  # not worth failing a collection over
-            self._log.debug(
-                "cannot check the database user's grants", extra={"kv": {"err": _describe(exc)}}
-            )
+            self._log.debug("cannot check the database user's grants", err=_describe(exc))
             # The connection may be gone (KILLed, say) and PyMySQL then refuses to use it with
             # an error that is not "lost": start afresh next time, grants check included.
             self.close()
@@ -349,12 +347,11 @@ class MySQLSource:
         if excess:
             self._log.warning(
                 "the database user can do more than read; grant it only SELECT on the table",
-                extra={"kv": {"user": self._db.user, "excess": ", ".join(excess)}},
+                user=self._db.user,
+                excess=", ".join(excess),
             )
         else:
-            self._log.info(
-                "the database user can now only read", extra={"kv": {"user": self._db.user}}
-            )
+            self._log.info("the database user can now only read", user=self._db.user)
         self._reported_excess = excess
 
     def _limit_session(self, conn: pymysql.connections.Connection[pymysql.cursors.Cursor]) -> None:

@@ -8,9 +8,9 @@ import math
 import time
 from collections.abc import Sequence
 
-from exporter import chart
 from exporter.collect import Snapshot
-from exporter.history import POINTS, SPAN, Point
+from exporter.web import chart
+from exporter.web.history import POINTS, SPAN, Point
 
 # The page runs no script and loads nothing: even an escaping bug could not execute anything.
 CONTENT_SECURITY_POLICY = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from exporter.history import Point
+from exporter.web.history import Point
 
 WIDTH, HEIGHT = 720, 220
 # Room for the axis labels: left for the counts, bottom for the times.

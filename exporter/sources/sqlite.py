@@ -8,7 +8,7 @@ from datetime import UTC
 from pathlib import Path
 
 from exporter.config import TasksConfig
-from exporter.source import (
+from exporter.sources.source import (
     Bounds,
     ConnectError,
     QueryError,
