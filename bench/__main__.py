@@ -43,7 +43,7 @@ from bench.load import WRK, Run, raw_response, scrape_exactly, wrk
 from exporter.config import TasksConfig
 from exporter.sources.mysql import quote
 from exporter.sources.source import build_query
-from support import Exporter, mysql_config, wait_for
+from testing.exporter_process import Exporter, mysql_config, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from chromium import capture, png_pixels
-from conftest import TasksDB
-from landing import read
-from mariadb import MariaDB
-from support import Exporter, mysql_config, wait_for, write_secret
+from testing.chromium_browser import capture, png_pixels
+from testing.exporter_process import Exporter, mysql_config, wait_for, write_secret
+from testing.landing_page import read
+from testing.mariadb_server import MariaDB
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.mariadb
 

@@ -11,20 +11,20 @@ from typing import TYPE_CHECKING
 import bcrypt
 import pytest
 
-from conftest import TasksDB, make_tasks_db
 from exporter.config import ConfigError, DatabaseConfig, Overrides, TasksConfig, load
 from exporter.log import Logger
 from exporter.secret import Secret
 from exporter.sources.grants import excess_privileges
 from exporter.sources.mysql import MySQLSource
-from mariadb import MariaDB
-from pki import CA, Cert
+from testing.certificates import CA, Cert
+from testing.mariadb_server import MariaDB
+from testing.tasks_table import TasksDB, make_tasks_db
 
 if TYPE_CHECKING:
     from pymysql.connections import Connection
     from pymysql.cursors import Cursor
 
-from support import (
+from testing.exporter_process import (
     Exporter,
     lines_matching,
     mysql_config,

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from conftest import TasksDB
-from dashboard import Query, interpolate, load, queries
-from promserver import JOB, Prometheus, example_config
-from support import Exporter, mysql_config, wait_for, write_secret
+from testing.exporter_process import Exporter, mysql_config, wait_for, write_secret
+from testing.grafana_dashboard import Query, interpolate, load, queries
+from testing.prometheus_example import JOB, Prometheus, example_config
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.mariadb
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import (
+from testing.exporter_process import (
     DEMO_COUNTS,
     NEVER_IMPORTED,
     Exporter,

@@ -11,10 +11,9 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from conftest import TasksDB
 from exporter.config import TasksConfig
 from exporter.sources.mysql import MySQLSource
-from support import (
+from testing.exporter_process import (
     NEVER_IMPORTED,
     Exporter,
     db_config,
@@ -30,6 +29,7 @@ from support import (
     value,
     wait_for,
 )
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.mariadb
 

@@ -16,7 +16,7 @@ from exporter.collect import Snapshot
 from exporter.metrics.collectors import SnapshotCollector
 from exporter.metrics.exposition import TEXT_0_0_4, Exposition, negotiate
 from exporter.metrics.registry import Metrics
-from support import Exporter, parse_metrics
+from testing.exporter_process import Exporter, parse_metrics
 
 PROMETHEUS_2_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"

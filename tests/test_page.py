@@ -7,7 +7,7 @@ import pytest
 from exporter.collect import Snapshot
 from exporter.web.history import Point
 from exporter.web.page import render
-from landing import Landing, read
+from testing.landing_page import Landing, read
 
 NOW = 10_000.0
 

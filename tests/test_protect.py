@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TasksDB
 from exporter.collect import CollectionLoop
 from exporter.config import CollectionConfig, TasksConfig, Window
 from exporter.log import Logger
 from exporter.metrics.collectors import families
 from exporter.sources.mysql import MySQLSource
-from support import (
+from testing.exporter_process import (
     collections,
     db_exporter,
     db_source_config,
@@ -25,6 +24,7 @@ from support import (
     wait_for,
     wait_up,
 )
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.mariadb
 

@@ -22,7 +22,7 @@ from exporter.sources.mysql import is_local
 from exporter.web.allowlist import Allowlist, RefusalLog, client_address
 from exporter.web.page import render
 from exporter.web.parsing import _path
-from support import parse_metrics, task_counts, value
+from testing.exporter_process import parse_metrics, task_counts, value
 
 TASKS = TasksConfig()
 

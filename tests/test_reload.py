@@ -13,9 +13,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from conftest import TasksDB, make_tasks_db
-from mariadb import MariaDB
-from support import (
+from testing.exporter_process import (
     Exporter,
     free_port,
     lines_matching,
@@ -27,6 +25,8 @@ from support import (
     wait_for,
     write_secret,
 )
+from testing.mariadb_server import MariaDB
+from testing.tasks_table import TasksDB, make_tasks_db
 
 pytestmark = pytest.mark.mariadb
 

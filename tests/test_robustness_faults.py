@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TasksDB
-from proxy import SilentProxy
-from support import (
+from testing.exporter_process import (
     Samples,
     collections,
     db_exporter,
@@ -26,6 +24,8 @@ from support import (
     wait_for,
     wait_up,
 )
+from testing.silent_proxy import SilentProxy
+from testing.tasks_table import TasksDB
 
 pytestmark = [pytest.mark.robustness, pytest.mark.mariadb]
 

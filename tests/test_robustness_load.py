@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-from conftest import TasksDB
-from load import Failure, Scrape, describe, percentiles, scrape_concurrently
-from support import (
+from testing import unwelcome_clients
+from testing.exporter_process import (
     DEMO_COUNTS,
     Exporter,
     collections,
@@ -26,6 +25,8 @@ from support import (
     value,
     wait_for,
 )
+from testing.scrape_load import Failure, Scrape, describe, percentiles, scrape_concurrently
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.robustness
 
@@ -142,7 +143,7 @@ def test_held_connections_and_a_refused_flood_leave_a_scraper_its_usual_latency(
         usual = _timed_scrapes(exporter, 100, every=0.03)
         before = exporter.stats()
         attack = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "attack.py"), str(exporter.port),
+            [sys.executable, str(unwelcome_clients.__file__), str(exporter.port),
              "--idle", "300", "--trickle", "100", "--kept", "100",
              "--flood-from", "127.0.0.2", "--rate", str(FLOOD_RATE)],
             stdin=subprocess.PIPE,

@@ -15,7 +15,7 @@ from exporter.config import CollectionConfig, TasksConfig, Window
 from exporter.log import Logger
 from exporter.sources.demo import SCHEMA
 from exporter.sources.sqlite import SQLiteSource
-from support import Exporter, parse_metrics, run_cli, value, wait_for
+from testing.exporter_process import Exporter, parse_metrics, run_cli, value, wait_for
 
 
 def _database(path: Path, rows: list[tuple[str, str | None]]) -> Path:

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TasksDB
 from exporter.cli import EXIT_CONFIG
-from support import (
+from testing.exporter_process import (
     Exporter,
     free_port,
     get,
@@ -27,6 +26,7 @@ from support import (
     wait_for,
     write_secret,
 )
+from testing.tasks_table import TasksDB
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 SERVICE, SOCKET, DEFAULTS = (

@@ -12,13 +12,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import TasksDB
 from exporter.collect import CollectionLoop, Snapshot
 from exporter.config import CollectionConfig, TasksConfig, Window
 from exporter.log import Logger
 from exporter.metrics.collectors import families
 from exporter.sources.mysql import MySQLSource
-from support import db_exporter, db_source_config, parse_metrics, value
+from testing.exporter_process import db_exporter, db_source_config, parse_metrics, value
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.mariadb
 

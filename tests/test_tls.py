@@ -22,9 +22,17 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from pki import CA, Cert
-from prometheus import Prometheus
-from support import Exporter, Reply, get, lines_matching, parse_metrics, task_counts, wait_for
+from testing.certificates import CA, Cert
+from testing.exporter_process import (
+    Exporter,
+    Reply,
+    get,
+    lines_matching,
+    parse_metrics,
+    task_counts,
+    wait_for,
+)
+from testing.prometheus_server import Prometheus
 
 REPO = Path(__file__).resolve().parent.parent
 COST = 10  # the example's cost: ~50 ms of bcrypt here

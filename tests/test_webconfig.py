@@ -25,8 +25,8 @@ from exporter.web.security.webconfig import (
     allowed_sans,
     read_web_security,
 )
-from pki import CA, Cert
-from support import Exporter, lines_matching, run_cli, wait_for
+from testing.certificates import CA, Cert
+from testing.exporter_process import Exporter, lines_matching, run_cli, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "web-config.yml"

@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from support import free_port, wait_for
+from testing.exporter_process import free_port, wait_for
 
 
 class Prometheus:

@@ -18,8 +18,8 @@ from urllib.parse import urlencode
 
 import yaml
 
-from mariadb import _die_with_parent
-from support import free_port, get, wait_for
+from testing.exporter_process import free_port, get, wait_for
+from testing.mariadb_server import _die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "prometheus" / "prometheus.yml"

@@ -23,7 +23,7 @@ from exporter.secret import Secret
 from exporter.sources.demo import SEED
 
 if TYPE_CHECKING:
-    from conftest import TasksDB
+    from testing.tasks_table import TasksDB
 
 T = TypeVar("T")
 
