@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from testing import exporter_process as support
+from testing.exporter_process import Exporters
 from testing.mariadb_server import MariaDB
 from testing.tasks_table import TasksDB, make_tasks_db
 
@@ -18,15 +18,12 @@ if TYPE_CHECKING:
 _FIGURES = pytest.StashKey[list[str]]()
 
 
-@pytest.fixture(autouse=True)
-def _no_exporter_left_running() -> Iterator[None]:
-    """An exporter a test starts and does not stop is killed after the test, not left running
-    (and listening, and trying its database) for the rest of the run and beyond."""
-    before = len(support.STARTED)
-    yield
-    for exporter in support.STARTED[before:]:
-        exporter.kill()
-    del support.STARTED[before:]
+@pytest.fixture
+def exporters() -> Iterator[Exporters]:
+    """Makes exporters for one test; those still running after it are killed."""
+    made = Exporters()
+    yield made
+    made.close()
 
 
 @pytest.fixture

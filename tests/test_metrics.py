@@ -16,7 +16,7 @@ from exporter.collect import Snapshot
 from exporter.metrics.collectors import SnapshotCollector
 from exporter.metrics.exposition import TEXT_0_0_4, Exposition, negotiate
 from exporter.metrics.registry import Metrics
-from testing.exporter_process import Exporter, parse_metrics
+from testing.exporter_process import Exporters, parse_metrics
 
 PROMETHEUS_2_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -288,13 +288,15 @@ def test_process_metrics_are_read_again_once_a_second() -> None:
     assert metrics.exposition.render(None, None)[0] is not first
 
 
-def test_the_flag_turns_off_exporter_metrics_on_a_live_scrape(tmp_path: Path) -> None:
+def test_the_flag_turns_off_exporter_metrics_on_a_live_scrape(
+    exporters: Exporters, tmp_path: Path
+) -> None:
     """tasks_exporter --web.disable-exporter-metrics serves no process_* or python_* series;
     without it they are there."""
     for flags, shown in (((), True), (("--web.disable-exporter-metrics",), False)):
         workdir = tmp_path / str(shown)
         workdir.mkdir()
-        exporter = Exporter(workdir, "", "--demo", *flags).start(ready=True)
+        exporter = exporters(workdir, "", "--demo", *flags).start(ready=True)
         try:
             names = {name for name, _ in exporter.scrape()}
         finally:

@@ -17,8 +17,8 @@ from testing import unwelcome_clients
 from testing.exporter_process import (
     DEMO_COUNTS,
     Exporter,
+    Exporters,
     collections,
-    db_exporter,
     lines_matching,
     parse_metrics,
     task_counts,
@@ -68,7 +68,11 @@ def _right_after_a_collection(exporter: Exporter, db: TasksDB) -> tuple[float, i
 @pytest.mark.mariadb
 @pytest.mark.parametrize("every", [None, 1.0], ids=["back to back", "each once a second"])
 def test_200_concurrent_scrapers_get_valid_answers_and_cost_no_query(
-    tmp_path: Path, private_tasks_db: TasksDB, every: float | None, figure: Callable[[str], None]
+    exporters: Exporters,
+    tmp_path: Path,
+    private_tasks_db: TasksDB,
+    every: float | None,
+    figure: Callable[[str], None],
 ) -> None:
     """200 concurrent keep-alive scrapers for 5 s, back to back or each once a second, half
     asking as Prometheus does (OpenMetrics, gzip): every response is complete and valid with
@@ -76,7 +80,7 @@ def test_200_concurrent_scrapers_get_valid_answers_and_cost_no_query(
     per collection, no more."""
     db = private_tasks_db
     interval, seconds = 1.0, 5.0
-    exporter = db_exporter(
+    exporter = exporters.on_db(
         tmp_path, db, interval="1s", timeout="0.5s", extra_web="max_connections = 400"
     )
     try:
@@ -130,14 +134,14 @@ def _timed_scrapes(exporter: Exporter, n: int, every: float) -> list[float]:
 
 
 def test_held_connections_and_a_refused_flood_leave_a_scraper_its_usual_latency(
-    tmp_path: Path, figure: Callable[[str], None]
+    exporters: Exporters, tmp_path: Path, figure: Callable[[str], None]
 ) -> None:
     """300 silent, 100 byte-trickling and 100 idle kept-alive connections from an allowed
     address, and a flood of connections from a refused one: a normal scraper keeps getting
     valid answers within its usual latency, every refused connection is counted and logged
     once, the held connections all stay open, and no thread is added for them."""
     config = '[web]\nallow = ["127.0.0.1/32"]\nmax_connections = 1000\nrequest_timeout = "60s"\n'
-    exporter = Exporter(tmp_path, config, "--demo").start(ready=True)
+    exporter = exporters(tmp_path, config, "--demo").start(ready=True)
     attack: subprocess.Popen[str] | None = None
     try:
         usual = _timed_scrapes(exporter, 100, every=0.03)
