@@ -15,7 +15,7 @@ from exporter.config import ConfigError, DatabaseConfig, Overrides, TasksConfig,
 from exporter.log import Logger
 from exporter.secret import Secret
 from exporter.sources.grants import excess_privileges
-from exporter.sources.mysql import MySQLSource
+from exporter.sources.mysql import MySQLSource, is_local
 from testing.certificates import CA, Cert
 from testing.mariadb_server import MariaDB
 from testing.tasks_table import TasksDB, make_tasks_db
@@ -403,3 +403,22 @@ def test_passwords_show_nowhere(exporters: Exporters, tmp_path: Path, tasks_db: 
         assert tasks_db.password not in text
         assert web_password not in text
         assert hashed not in text
+
+
+@pytest.mark.parametrize(
+    ("host", "socket_path", "local"),
+    [
+        ("127.0.0.1", None, True),
+        ("127.3.2.1", None, True),
+        ("::1", None, True),
+        ("localhost", None, True),
+        ("192.0.2.7", None, False),
+        ("db.example.com", None, False),
+        ("db.example.com", "/run/mysqld/mysqld.sock", True),
+    ],
+)
+def test_tls_is_left_off_only_for_a_database_on_this_machine(
+    host: str, socket_path: str | None, local: bool
+) -> None:
+    """A unix socket or a loopback address is local (no TLS); any other host is not."""
+    assert is_local(DatabaseConfig(driver="mysql", host=host, socket=socket_path)) is local
