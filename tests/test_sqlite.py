@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import subprocess
 import time
@@ -16,6 +15,7 @@ from exporter.log import Logger
 from exporter.sources.demo import SCHEMA
 from exporter.sources.sqlite import SQLiteSource
 from testing.exporter_process import Exporters, parse_metrics, run_cli, value, wait_for
+from testing.prometheus_server import promtool
 
 
 def _database(path: Path, rows: list[tuple[str, str | None]]) -> Path:
@@ -192,10 +192,8 @@ def test_promtool_lints_the_time_window_and_kind_metrics(
         body = exporter.get("/metrics").body
     finally:
         exporter.stop()
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool missing: apt-get install prometheus"
     result = subprocess.run(
-        [promtool, "check", "metrics"], input=body, capture_output=True, check=False
+        [promtool(), "check", "metrics"], input=body, capture_output=True, check=False
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
     samples = parse_metrics(body.decode())

@@ -27,6 +27,7 @@ from exporter.web.security.webconfig import (
 )
 from testing.certificates import CA, Cert
 from testing.exporter_process import Exporters, lines_matching, run_cli, wait_for
+from testing.prometheus_server import promtool
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "web-config.yml"
@@ -34,12 +35,8 @@ PLACEHOLDER = "$2y$10$THIS.IS.A.PLACEHOLDER.REPLACE.IT.WITH.YOUR.OWN.HASH.."
 
 
 def promtool_check(path: Path) -> subprocess.CompletedProcess[str]:
-    promtool = shutil.which("promtool")
-    assert promtool, (
-        "promtool missing: run `scripts/dev test` as root, or apt-get install prometheus"
-    )
     return subprocess.run(
-        [promtool, "check", "web-config", str(path)],
+        [promtool(), "check", "web-config", str(path)],
         capture_output=True,
         text=True,
         check=False,
