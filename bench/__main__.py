@@ -15,6 +15,7 @@ import os
 import platform
 import random
 import re
+import ssl
 import statistics
 import subprocess
 import sys
@@ -39,10 +40,11 @@ from bench.database import (
     log,
     open_database,
 )
-from bench.load import WRK, Run, raw_response, scrape_exactly, wrk
+from bench.load import WRK, Fresh, Run, raw_response, scrape_exactly, scrape_fresh, wrk
 from exporter.config import TasksConfig
 from exporter.sources.mysql import quote
 from exporter.sources.source import build_query
+from testing.certificates import CA
 from testing.exporter_process import Exporter, mysql_config, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +75,7 @@ RSS_GROWTH_KIB = 256  # "flat": 1% of the limit over 100,000 scrapes
 MEMORY_SCRAPES = 100_000
 COLLECTION_OVERHEAD = 0.02
 POLL = 0.005  # seconds between scrapes while waiting for a change
-PARTS = ("serving", "freshness", "database", "collection")
+PARTS = ("serving", "tls", "freshness", "database", "collection")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Options:
     trials: int
     window: float
     cpu_requests: int
+    fresh_scrapes: int  # new connections timed, with TLS and without
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,14 @@ class Bench:
 
     @contextlib.contextmanager
     def exporter(
-        self, table: Table, *, interval: float, timeout: float, web: str = ""
+        self,
+        table: Table,
+        *,
+        interval: float,
+        timeout: float,
+        web: str = "",
+        args: tuple[str, ...] = (),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Iterator[Exporter]:
         """The exporter on one table, run as installed (from compiled bytecode), ready."""
         workdir = Path(tempfile.mkdtemp(prefix=f"exporter-{table.name}-", dir=self.work))
@@ -138,7 +148,7 @@ class Bench:
             extra_tasks=f'table = "{table.name}"',
             extra_web=web,
         )
-        exporter = Exporter(workdir, config)
+        exporter = Exporter(workdir, config, *args, ssl_context=ssl_context)
         exporter.start(env={"PYTHONDONTWRITEBYTECODE": ""})
         try:
             exporter.wait_ready(timeout=15 + 3 * timeout)
@@ -317,6 +327,75 @@ class Bench:
                 "",
                 per_minute <= CPU_PER_MINUTE_S,
             )
+        ]
+
+    # -- TLS -------------------------------------------------------------------------------------
+
+    def tls(self) -> list[Row]:
+        """A scraper's first scrape on a new connection: TLS handshake included, against the
+        same over plain HTTP, alternating one and the other on two exporters of the 3-row table."""
+        pki = self.work / "pki"
+        ca = CA.create(pki, "bench-ca")
+        server = ca.issue("exporter")
+        web_config = pki / "web.yml"
+        web_config.write_text(
+            f"tls_server_config:\n  cert_file: {server.cert}\n  key_file: {server.key}\n",
+            encoding="utf-8",
+        )
+        context = ssl.create_default_context(cafile=str(ca.cert))
+        headers = {**OPENMETRICS, **GZIP}  # as Prometheus scrapes
+        n = self.options.fresh_scrapes
+        log(f"TLS handshake and first scrape: {n:,} new connections, with TLS and without")
+        tls: list[Fresh] = []
+        plain: list[Fresh] = []
+        try:
+            with (
+                self.exporter(
+                    SMALL,
+                    interval=15,
+                    timeout=5,
+                    args=("--web.config.file", str(web_config)),
+                    ssl_context=context,
+                ) as secure,
+                self.exporter(SMALL, interval=15, timeout=5) as clear,
+            ):
+                for _ in range(n):
+                    tls.append(
+                        scrape_fresh(
+                            secure.host, secure.port, "/metrics", headers=headers, context=context
+                        )
+                    )
+                    plain.append(
+                        scrape_fresh(
+                            clear.host, clear.port, "/metrics", headers=headers, context=None
+                        )
+                    )
+        except (AssertionError, OSError, RuntimeError) as exc:  # no answer over TLS: say so
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return [
+                Row(
+                    f"TLS handshake + first scrape, {SMALL.label}, OpenMetrics, gzip",
+                    f"failed after {len(tls)} scrapes: {why}",
+                    "reported",
+                    ok=False,
+                )
+            ]
+        ms = 1000
+        tls_total = [f.answered * ms for f in tls]
+        plain_total = [f.answered * ms for f in plain]
+        shake = statistics.median(f.connected * ms for f in tls)
+        return [
+            Row(
+                f"TLS handshake + first scrape, {SMALL.label}, OpenMetrics, gzip",
+                f"median {statistics.median(tls_total):.2f} ms, p99 {_p99(tls_total):.2f} ms"
+                f" (to the end of the handshake: median {shake:.2f} ms)",
+                "reported",
+            ),
+            Row(
+                f"plain HTTP connect + first scrape, {SMALL.label}, OpenMetrics, gzip",
+                f"median {statistics.median(plain_total):.2f} ms, p99 {_p99(plain_total):.2f} ms",
+                "reported (the baseline)",
+            ),
         ]
 
     # -- freshness ---------------------------------------------------------------------------
@@ -539,6 +618,10 @@ class Seen:
         )
 
 
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
 def _until(
     exporter: Exporter, done: Callable[[Seen], bool], *, timeout: float, every: float, what: str
 ) -> Seen:
@@ -638,6 +721,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Options]:
         trials=3 if quick else 7,
         window=5.0 if quick else 10.0,
         cpu_requests=5_000 if quick else 20_000,
+        fresh_scrapes=200 if quick else 1_000,
     )
     return args, options
 
@@ -658,6 +742,7 @@ def main(argv: list[str]) -> int:
         started = time.monotonic()
         parts: dict[str, Callable[[], list[Row]]] = {
             "serving": bench.serving,
+            "tls": bench.tls,
             "freshness": bench.freshness,
             "database": bench.database_cost,
             "collection": bench.collection,

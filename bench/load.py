@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import ssl
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +105,58 @@ def scrape_exactly(
         await asyncio.gather(*(connection(share + (i < extra)) for i in range(connections)))
 
     asyncio.run(run())
+
+
+@dataclass(frozen=True)
+class Fresh:
+    """One scrape on a new connection, in seconds from the start of the TCP connect."""
+
+    connected: float  # the TCP handshake and, with TLS, the TLS handshake done
+    answered: float  # the last byte of the answer read
+
+
+def scrape_fresh(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    headers: Mapping[str, str],
+    context: ssl.SSLContext | None,
+) -> Fresh:
+    """One GET on a new connection, as a scraper's first scrape after a restart or a closed
+    connection: TCP connect, the TLS handshake when `context` is given (a full one: no session
+    is resumed), the request, the whole answer read; then the connection is closed."""
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{lines}\r\n".encode()
+    started = time.perf_counter()
+    sock = socket.create_connection((host, port), timeout=10)
+    try:
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=host)  # handshakes here
+        connected = time.perf_counter()
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += _received(sock)
+        head, _, body = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200 "):
+            raise RuntimeError(f"unexpected answer: {head[:200]!r}")
+        length = re.search(rb"\r\nContent-Length: (\d+)(?:\r\n|$)", head)
+        if length is None:
+            raise RuntimeError(f"no Content-Length: {head[:200]!r}")
+        while len(body) < int(length.group(1)):
+            body += _received(sock)
+        answered = time.perf_counter()
+    finally:
+        sock.close()
+    return Fresh(connected - started, answered - started)
+
+
+def _received(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise RuntimeError("connection closed before the whole answer")
+    return chunk
 
 
 def raw_response(host: str, port: int, path: str, headers: Mapping[str, str]) -> bytes:

@@ -12,7 +12,7 @@ Warm-up (a tenth of the run, 20 to 60 s) runs every path once, a short database 
 included: the first failed reconnects raise the exporter's resident memory by a few MiB
 (pymysql builds a TLS context, loading the system's CA certificates, for every connection
 attempt), and a baseline taken before that would show this rise, not a trend. Later outages
-usually add little, but can add more (see the README). After warm-up the resident memory,
+usually add little, but can add more (see docs/performance.md). After warm-up the resident memory,
 threads and open
 descriptors are taken as the baseline; the database is then stopped for a few seconds and
 started again twice (at a third and two thirds of the rest), and the same figures are taken at

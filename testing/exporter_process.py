@@ -315,7 +315,7 @@ def lines_matching(text: str, needle: str) -> Sequence[str]:
     return [line for line in text.splitlines() if needle in line]
 
 
-# Every module imported stays resident for the life of the exporter (README, Performance):
+# Every module imported stays resident for the life of the exporter (docs/performance.md):
 # none of these is needed to serve.
 NEVER_IMPORTED = frozenset({"encodings.idna"})
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 SUITE = "bookworm"
 VARIANT = "minbase"
-# What the README's production section needs on the exporter host, plus the database it talks
-# to. procps comes with mariadb-server; the test removes /usr/bin/kill from its overlay to show
-# the unit does not need it.
+# What the production section (docs/operations.md) needs on the exporter host, plus the database
+# it talks to. procps comes with mariadb-server; the test removes /usr/bin/kill from its overlay
+# to show the unit does not need it.
 PACKAGES = (
     "systemd",
     "dbus",

@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -450,12 +449,13 @@ def test_each_request_restarts_the_idle_timeout(exporters: Exporters, tmp_path: 
 def test_once_on_the_demo_prints_counts_and_leaves_nothing_behind(tmp_path: Path) -> None:
     """--once --demo prints the counts of the demo's window (today: yesterday's tasks are left
     out) and removes its temporary database."""
-    tmp = Path(tempfile.gettempdir())
-    before = set(tmp.glob("tasks_exporter-demo-*"))
-    result = run_cli("--demo", "--once", cwd=tmp_path)
+    # A temporary directory of its own: other programs' demos come and go in the shared one.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    result = run_cli("--demo", "--once", cwd=tmp_path, env={"TMPDIR": str(tmp)})
     assert result.returncode == 0, result.stderr
     assert task_counts(parse_metrics(result.stdout)) == DEMO_COUNTS
-    assert set(tmp.glob("tasks_exporter-demo-*")) == before
+    assert list(tmp.iterdir()) == []
 
 
 def test_no_configuration_at_all_is_refused_with_a_pointer_to_demo(tmp_path: Path) -> None:

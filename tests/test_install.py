@@ -1,8 +1,9 @@
-"""The README's production steps, followed as written, as far as a machine without systemd as
-PID 1 allows: build, install into an empty venv, database user, files and modes, checks, start.
+"""The production steps of docs/operations.md, followed as written, as far as a machine
+without systemd as PID 1 allows: build, install into an empty venv, database user, files and
+modes, checks, start.
 
-The commands are read from the README itself, with only the paths moved into the test's
-directory, so the README cannot drift from what works.
+The commands are read from docs/operations.md itself, with only the paths moved into the
+test's directory, so the guide cannot drift from what works.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ MODULES = sorted(
 )
 
 
-def readme_blocks() -> list[tuple[str, str]]:
+def guide_blocks() -> list[tuple[str, str]]:
     """(language, text) of each fenced block of the production section, in order."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
     start = text.index(SECTION)
     end = text.find("\n## ", start + len(SECTION))
     section = text[start : end if end > 0 else None]
@@ -45,7 +46,7 @@ def readme_blocks() -> list[tuple[str, str]]:
 
 
 class Moved:
-    """Rewrites README text to this test's places; each rewrite must apply, or the README
+    """Rewrites the guide's text to this test's places; each rewrite must apply, or the guide
     changed and this test has to follow."""
 
     def __init__(self, pairs: dict[str, str]) -> None:
@@ -53,7 +54,7 @@ class Moved:
 
     def __call__(self, text: str, *expected: str) -> str:
         for old in expected:
-            assert old in text, f"the README's step no longer mentions {old!r}:\n{text}"
+            assert old in text, f"the guide's step no longer mentions {old!r}:\n{text}"
         for old, new in self.pairs.items():
             text = text.replace(old, new)
         return text
@@ -71,7 +72,7 @@ def sh(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_production_steps_work_as_written(tmp_path: Path, tasks_db: TasksDB) -> None:
-    blocks = readme_blocks()
+    blocks = guide_blocks()
     assert [lang for lang, _ in blocks] == ["sh", "sql", "sh", "toml", "sh", "sh", "sh", "sh"]
     install, create_user, password, config, check, _units, _allow, _tls = (t for _, t in blocks)
     db = tasks_db
@@ -101,7 +102,7 @@ def test_the_production_steps_work_as_written(tmp_path: Path, tasks_db: TasksDB)
     executable = prefix / "bin" / "tasks_exporter"
     assert executable.exists()
 
-    # 2. The least-privilege user, with the README's SQL.
+    # 2. The least-privilege user, with the guide's SQL.
     for statement in moved(create_user, "CHANGE-ME", "flasktest.tasks").split(";"):
         if statement.strip():
             db.server.execute(statement)
@@ -118,7 +119,7 @@ def test_the_production_steps_work_as_written(tmp_path: Path, tasks_db: TasksDB)
         config_file.write_text(moved(config, "/run/mysqld/mysqld.sock"), encoding="utf-8")
         config_file.chmod(0o644)
 
-        # 5. --config.check, then --once, exactly as the README runs them.
+        # 5. --config.check, then --once, exactly as the guide runs them.
         result = sh(moved(check, "--config.check", "--once"), tmp_path)
         assert result.returncode == 0, result.stderr
         assert "configuration is valid" in result.stdout
@@ -181,7 +182,13 @@ def test_the_wheel_and_sdist_hold_the_package_and_run_from_an_empty_venv(tmp_pat
     with tarfile.open(sdist) as archive:
         members = {m.name.split("/", 1)[1] for m in archive.getmembers() if "/" in m.name}
     assert {f"exporter/{m}" for m in MODULES} <= members
-    assert {"pyproject.toml", "README.md", "systemd/tasks_exporter.service"} <= members
+    shipped = {
+        "pyproject.toml",
+        "README.md",
+        "docs/operations.md",
+        "systemd/tasks_exporter.service",
+    }
+    assert shipped <= members
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

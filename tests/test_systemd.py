@@ -34,7 +34,7 @@ SERVICE, SOCKET, DEFAULTS = (
     UNITS / "tasks_exporter.socket",
     UNITS / "tasks_exporter.default",
 )
-INSTALL_PREFIX = "/opt/tasks_exporter"  # where the README installs the virtual environment
+INSTALL_PREFIX = "/opt/tasks_exporter"  # where docs/operations.md installs the venv
 VENV_BIN = Path(sys.executable).parent
 MAX_CONNECTIONS = 100_000  # the highest [web] max_connections the configuration accepts
 
@@ -143,7 +143,7 @@ def credential_env(tmp_path: Path, password: str) -> dict[str, str]:
 
 
 def unit_config(db: TasksDB, *, allow: str = '["127.0.0.1/32"]') -> str:
-    """The config file as the README writes it for the unit: password from the credential."""
+    """The config file as docs/operations.md writes it for the unit: the password a credential."""
     return mysql_config(
         port=db.server.port,
         user=db.user,

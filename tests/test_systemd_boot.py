@@ -1,6 +1,6 @@
-"""The README's production section run as written on Debian 12 with systemd as PID 1, and what
-the running systemd then shows: socket activation, readiness, reload, the sandbox, the IP
-filter, TLS through credentials, a bad config failing once, a quick stop.
+"""The production section of docs/operations.md run as written on Debian 12 with systemd as
+PID 1, and what the running systemd then shows: socket activation, readiness, reload, the
+sandbox, the IP filter, TLS through credentials, a bad config failing once, a quick stop.
 
 The tests run in order against one booted container (module fixtures), as an administrator
 would go through the steps; `-m container` selects them, `-m "not container"` leaves them out.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_install import REPO, Moved, readme_blocks
+from test_install import REPO, Moved, guide_blocks
 
 from testing import systemd_container as container
 from testing.exporter_process import parse_metrics, task_counts, value, wait_for
@@ -31,11 +31,11 @@ if (why := container.unavailable()) is not None:
 
 pytestmark = [
     pytest.mark.container,
-    pytest.mark.usefixtures("checked"),  # README steps 1-6, done once for every test here
+    pytest.mark.usefixtures("checked"),  # the guide's steps 1-6, done once for every test here
 ]
 
 CHECKOUT = "/root/tasks_exporter"  # the checkout inside the container: the wheel and systemd/
-PASSWORD = "CHANGE-ME"  # the README's, as written: this database lives and dies with the test
+PASSWORD = "CHANGE-ME"  # the guide's, as written: this database lives and dies with the test
 CONFIG = "/etc/tasks_exporter/tasks_exporter.toml"
 METRICS = "http://127.0.0.1:9775/metrics"
 SERVICE = "tasks_exporter.service"
@@ -43,7 +43,7 @@ SERVICE = "tasks_exporter.service"
 
 @dataclass(frozen=True)
 class Steps:
-    """The README's fenced blocks, by step."""
+    """The guide's fenced blocks, by step."""
 
     install: str
     create_user: str
@@ -57,12 +57,12 @@ class Steps:
 
 @pytest.fixture(scope="module")
 def steps() -> Steps:
-    return Steps(*(text for _, text in readme_blocks()))
+    return Steps(*(text for _, text in guide_blocks()))
 
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory: pytest.TempPathFactory, steps: Steps) -> Path:
-    """What the container sees of the checkout: the wheel built here by the README's own
+    """What the container sees of the checkout: the wheel built here by the guide's own
     command, its dependencies (the container has no route to PyPI), the systemd directory."""
     stage = tmp_path_factory.mktemp("checkout")
     build = next(line for line in steps.install.splitlines() if " -m build " in line)
@@ -132,7 +132,7 @@ def journal(machine: container.Container) -> str:
 
 
 def script(block: str) -> str:
-    """A README block as a script, with only what cannot work in the container moved out:
+    """A block of the guide as a script, with only what cannot work in the container moved out:
     pip finds the dependencies in the copied checkout, the container has no route to PyPI."""
     return f"export PIP_NO_INDEX=1 PIP_FIND_LINKS={CHECKOUT}/wheels\n{block}"
 
@@ -158,7 +158,7 @@ def units_setup(steps: Steps) -> str:
     return "\n".join(setup)
 
 
-def test_the_readme_steps_install_and_check_the_exporter_inside_debian(
+def test_the_production_steps_install_and_check_the_exporter_inside_debian(
     machine: container.Container,
     checked: tuple[str, str],
     rootfs: container.RootFS,
