@@ -216,3 +216,15 @@ def test_keep_alive_follows_the_version_and_connection_header() -> None:
 def test_request_target_path(target: str, path: str | None) -> None:
     """The path is taken from origin- or absolute-form targets, without the query."""
     assert _path(target) == path
+
+
+def test_a_repeated_head_is_parsed_once_into_a_request_nobody_can_change() -> None:
+    """A scraper's head, sent again and again, is parsed once; the request it gives is shared,
+    so its headers are read-only."""
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n"
+    first, again = parse_head(head), parse_head(bytes(head))
+    assert isinstance(first, Request)
+    assert again is first
+    with pytest.raises(TypeError):
+        first.headers["host"] = "y"  # type: ignore[index]
+    assert first.headers == {"host": "x", "accept-encoding": "gzip"}

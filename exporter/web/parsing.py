@@ -10,9 +10,12 @@ request targets other than a path (or an absolute URL) are refused.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from types import MappingProxyType
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEAD = 16 * 1024  # request line and headers together
@@ -32,7 +35,7 @@ _DIGITS = re.compile(rb"[0-9]+")
 class Request:
     method: str
     path: str  # without the query
-    headers: dict[str, str]  # lower-case names; repeated fields joined with ", "
+    headers: Mapping[str, str]  # lower-case names; repeated fields joined with ", "; read-only
     keep_alive: bool  # the client asked to keep the connection, and no body needs reading
 
 
@@ -76,6 +79,9 @@ def _too_large(lines: list[bytes]) -> HTTPStatus:
     return HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE if lines else HTTPStatus.REQUEST_URI_TOO_LONG
 
 
+# A scraper sends the same head every time: the parse of the last few heads is kept, and a
+# repeated head costs a lookup. The result is immutable (frozen, headers read-only).
+@functools.lru_cache(maxsize=64)
 def parse_head(head: bytes) -> Request | HTTPStatus:  # noqa: PLR0911 - a return per refusal
     """A request head (request line to empty line, as read_head gives it), or the status
     that refuses it."""
@@ -106,7 +112,9 @@ def parse_head(head: bytes) -> Request | HTTPStatus:  # noqa: PLR0911 - a return
     keep_alive = "close" not in tokens if http11 else "keep-alive" in tokens
     # Requests here carry no body; one that announces a body cannot be framed safely without
     # reading it, so it is answered and the connection closed.
-    return Request(line["method"].decode("ascii"), path, headers, keep_alive and not body)
+    return Request(
+        line["method"].decode("ascii"), path, MappingProxyType(headers), keep_alive and not body
+    )
 
 
 def _lines(head: bytes) -> list[bytes]:
