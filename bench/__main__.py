@@ -44,8 +44,8 @@ from bench.load import WRK, Fresh, Run, raw_response, scrape_exactly, scrape_fre
 from exporter.config import TasksConfig
 from exporter.sources.mysql import quote
 from exporter.sources.source import build_query
-from pki import CA
-from support import Exporter, mysql_config, wait_for
+from testing.certificates import CA
+from testing.exporter_process import Exporter, mysql_config, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

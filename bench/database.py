@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mariadb import MariaDB
+from testing.mariadb_server import MariaDB
 
 SCHEMA = "bench"
 USER = "bench_exporter"

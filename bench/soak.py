@@ -36,12 +36,11 @@ from pathlib import Path
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+# Run by path, so the repository root (where the testing harness is) is not on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conftest import TasksDB, make_tasks_db
 from exporter.config import parse_duration
-from mariadb import MariaDB
-from support import (
+from testing.exporter_process import (
     Exporter,
     ProcessStats,
     Reply,
@@ -51,6 +50,8 @@ from support import (
     task_counts,
     value,
 )
+from testing.mariadb_server import MariaDB
+from testing.tasks_table import TasksDB, make_tasks_db
 
 MiB = 2**20
 # Margins at the end against the values after warm-up: what "flat" means here.

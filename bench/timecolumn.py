@@ -1,6 +1,6 @@
 """Collection time on a large table with and without the window and its index.
 
-    PYTHONPATH=tests .venv/bin/python -m bench.timecolumn [--rows 10000000] [--deadline 1200]
+    .venv/bin/python -m bench.timecolumn [--rows 10000000] [--deadline 1200]
 
 A private MariaDB (deleted at the end) holds one `tasks` table: `task_status` (70% Success, 20%
 Pending, 10% Failed), `task_queue` (three kinds) and `created_at` DATETIME spread evenly over the
@@ -26,7 +26,7 @@ from exporter.config import DatabaseConfig, TasksConfig, Window
 from exporter.secret import Secret
 from exporter.sources.mysql import MySQLSource, quote
 from exporter.sources.source import index_statement, window_bounds
-from mariadb import MariaDB
+from testing.mariadb_server import MariaDB
 
 DAYS = 30
 NOW = 1_780_000_000.0  # the measuring clock: the window is "today" in UTC at this time

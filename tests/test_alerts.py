@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from promserver import CONFIG, RULES, RULES_TEST, promtool
+from testing.prometheus_example import CONFIG, RULES, RULES_TEST
+from testing.prometheus_server import promtool
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from chromium import capture, png_pixels
-from conftest import TasksDB
-from landing import read
-from mariadb import MariaDB
-from support import Exporter, mysql_config, wait_for, write_secret
+from testing.chromium_browser import capture, png_pixels
+from testing.exporter_process import Exporter, Exporters, mysql_config, wait_for, write_secret
+from testing.landing_page import read
+from testing.mariadb_server import MariaDB
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.mariadb
 
@@ -24,7 +24,7 @@ HOSTILE = (
 WINDOW = (1000, 900)
 
 
-def _exporter(tmp_path: Path, db: TasksDB, extra_tasks: str = "") -> Exporter:
+def _exporter(exporters: Exporters, tmp_path: Path, db: TasksDB, extra_tasks: str = "") -> Exporter:
     password = write_secret(tmp_path / "password", db.password)
     config = mysql_config(
         socket_path=db.server.socket,
@@ -36,11 +36,11 @@ def _exporter(tmp_path: Path, db: TasksDB, extra_tasks: str = "") -> Exporter:
         staleness="2s",
         extra_tasks=extra_tasks,
     )
-    return Exporter(tmp_path / "exporter", config)
+    return exporters(tmp_path / "exporter", config)
 
 
 def test_chromium_shows_the_table_and_runs_none_of_its_values(
-    tmp_path: Path, private_mariadb: MariaDB, private_tasks_db: TasksDB
+    exporters: Exporters, tmp_path: Path, private_mariadb: MariaDB, private_tasks_db: TasksDB
 ) -> None:
     """Chromium shows each status's count, the total and the completion as the table holds them;
     statuses made of HTML or script appear as text, create no element and run nothing; once the
@@ -49,7 +49,7 @@ def test_chromium_shows_the_table_and_runs_none_of_its_values(
     for status in HOSTILE:
         db.insert(status)
     db.insert("Pending", 4)
-    exporter = _exporter(tmp_path, db).start(ready=True)
+    exporter = _exporter(exporters, tmp_path, db).start(ready=True)
     url = f"http://{exporter.host}:{exporter.port}/"
     try:
         shot = capture(url, tmp_path, name="page", window=WINDOW)
@@ -90,12 +90,14 @@ def _share_of_colour(rows: list[list[tuple[int, int, int]]], rgb: tuple[int, int
     return near / (len(rows) * len(rows[0]))
 
 
-def test_chromium_draws_the_chart_of_the_demo_under_the_pages_policy(tmp_path: Path) -> None:
+def test_chromium_draws_the_chart_of_the_demo_under_the_pages_policy(
+    exporters: Exporters, tmp_path: Path
+) -> None:
     """On the demo, once two collections have succeeded, Chromium shows the chart of the last
     hours: Success at the bottom, Pending on top, with axis labels, and paints its areas in the
     statuses' colours, so the Content-Security-Policy let the inline SVG and its styles apply;
     the page still has no script."""
-    exporter = Exporter(tmp_path / "exporter", '[collection]\ninterval = "0.5s"\n', "--demo")
+    exporter = exporters(tmp_path / "exporter", '[collection]\ninterval = "0.5s"\n', "--demo")
     exporter.start(ready=True)
     url = f"http://{exporter.host}:{exporter.port}/"
     try:
@@ -119,7 +121,7 @@ def test_chromium_draws_the_chart_of_the_demo_under_the_pages_policy(tmp_path: P
 
 
 def test_chromium_shows_how_long_the_oldest_pending_task_has_waited(
-    tmp_path: Path, private_tasks_db: TasksDB
+    exporters: Exporters, tmp_path: Path, private_tasks_db: TasksDB
 ) -> None:
     """With a time_column, Chromium shows the oldest Pending task's wait and since when, as
     the table's times say."""
@@ -136,7 +138,9 @@ def test_chromium_shows_how_long_the_oldest_pending_task_has_waited(
         f"SELECT MIN(UNIX_TIMESTAMP(created_at)) FROM {db.qualified_table}"
         " WHERE task_status = 'Pending'"
     )
-    exporter = _exporter(tmp_path, db, extra_tasks='time_column = "created_at"').start(ready=True)
+    exporter = _exporter(exporters, tmp_path, db, extra_tasks='time_column = "created_at"').start(
+        ready=True
+    )
     url = f"http://{exporter.host}:{exporter.port}/"
     try:
         page = read(capture(url, tmp_path, name="oldest").dom)

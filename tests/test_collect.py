@@ -9,9 +9,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exporter import log as logs
-from exporter.collect import CollectionLoop
+from exporter.collect import CollectionLoop, shape
 from exporter.config import CollectionConfig, TasksConfig
 from exporter.sources.source import Bounds, ConnectError, QueryPlan, QueryTimeout, Row, Rows
 
@@ -192,3 +194,80 @@ def test_timeouts_back_off_even_with_the_whole_interval_as_budget() -> None:
         loop.collect_once()
         waits.append(loop.next_wait)
     assert waits == [1.0, 2.0, 4.0, 8.0, 9.5]
+
+
+TASKS = TasksConfig()
+
+
+def test_expected_statuses_absent_from_the_table_are_zero() -> None:
+    """Success, Pending and Failed always appear, 0 when the table has none of them."""
+    counts, folded = shape([("Success", 4)], TASKS)
+    assert counts == (("Success", 4), ("Pending", 0), ("Failed", 0))
+    assert folded == ()
+
+
+def test_other_statuses_follow_expected_ones_by_name() -> None:
+    """Statuses outside the expected list appear too, after the expected ones, sorted."""
+    counts, _ = shape([("Retry", 2), ("Failed", 1), ("Archived", 7)], TASKS)
+    assert counts == (
+        ("Success", 0),
+        ("Pending", 0),
+        ("Failed", 1),
+        ("Archived", 7),
+        ("Retry", 2),
+    )
+
+
+def test_null_binary_and_numeric_statuses_get_defined_labels() -> None:
+    """NULL becomes null_status, bytes are decoded as UTF-8, numbers become their text."""
+    counts, _ = shape([(None, 3), (b"Caf\xc3\xa9", 1), (b"\xff", 1), (7, 2)], TASKS)
+    assert dict(counts) == {
+        "Success": 0,
+        "Pending": 0,
+        "Failed": 0,
+        "NULL": 3,
+        "Café": 1,
+        "\ufffd": 1,
+        "7": 2,
+    }
+
+
+def test_rows_that_map_to_one_label_are_summed() -> None:
+    """A NULL status and a literal 'NULL' string end up in one series, summed."""
+    counts, _ = shape([(None, 3), ("NULL", 2)], TASKS)
+    assert dict(counts)["NULL"] == 5
+
+
+def test_statuses_beyond_the_cap_fold_into_other() -> None:
+    """Beyond max_statuses, the least frequent extra statuses are summed into 'other'."""
+    tasks = TasksConfig(max_statuses=6)  # 3 expected + 2 extra + other
+    rows = [("Success", 1), ("big", 50), ("mid", 20), ("small", 2), ("tiny", 1), ("other", 4)]
+    counts, folded = shape(rows, tasks)
+    assert counts == (
+        ("Success", 1),
+        ("Pending", 0),
+        ("Failed", 0),
+        ("big", 50),
+        ("mid", 20),
+        ("other", 7),
+    )
+    assert folded == ("small", "tiny")
+    assert len(counts) == tasks.max_statuses
+
+
+def test_no_folding_at_exactly_the_cap() -> None:
+    """A table with exactly max_statuses distinct values folds nothing."""
+    tasks = TasksConfig(max_statuses=5)
+    counts, folded = shape([("a", 1), ("b", 1)], tasks)
+    assert folded == ()
+    assert len(counts) == 5
+
+
+@given(st.lists(st.tuples(st.text(max_size=20), st.integers(0, 10**9)), max_size=80))
+def test_shape_never_exceeds_the_cap_and_keeps_the_total(rows: list[tuple[str, int]]) -> None:
+    """Whatever the table holds: at most max_statuses series, and no task lost or invented."""
+    tasks = TasksConfig(max_statuses=10)
+    counts, _ = shape(rows, tasks)
+    assert len(counts) <= 10
+    assert sum(n for _, n in counts) == sum(n for _, n in rows)
+    assert [s for s, _ in counts[:3]] == list(tasks.expected_statuses)

@@ -19,7 +19,7 @@ from exporter.config import (
     parse_table,
 )
 from exporter.secret import Secret, read_option_file
-from support import write_secret
+from testing.exporter_process import write_secret
 
 
 def _load(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import container
 import pytest
+
+from testing import systemd_container as container
 
 
 def test_the_cache_key_follows_the_suite_and_package_set_not_their_order() -> None:

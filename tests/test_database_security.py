@@ -11,21 +11,21 @@ from typing import TYPE_CHECKING
 import bcrypt
 import pytest
 
-from conftest import TasksDB, make_tasks_db
 from exporter.config import ConfigError, DatabaseConfig, Overrides, TasksConfig, load
 from exporter.log import Logger
 from exporter.secret import Secret
 from exporter.sources.grants import excess_privileges
-from exporter.sources.mysql import MySQLSource
-from mariadb import MariaDB
-from pki import CA, Cert
+from exporter.sources.mysql import MySQLSource, is_local
+from testing.certificates import CA, Cert
+from testing.mariadb_server import MariaDB
+from testing.tasks_table import TasksDB, make_tasks_db
 
 if TYPE_CHECKING:
     from pymysql.connections import Connection
     from pymysql.cursors import Cursor
 
-from support import (
-    Exporter,
+from testing.exporter_process import (
+    Exporters,
     lines_matching,
     mysql_config,
     parse_metrics,
@@ -264,13 +264,15 @@ def _reconnect(db: TasksDB) -> None:
 
 
 @pytest.mark.mariadb
-def test_over_privileged_user_is_warned_of_once(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_over_privileged_user_is_warned_of_once(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
+) -> None:
     """A user that can write gets one warning at start naming each excess privilege (never its
     password hash), and no repeat when the exporter reconnects with the same grants."""
     tasks_db.server.execute(
         f"GRANT INSERT, DELETE ON `{tasks_db.database}`.* TO '{tasks_db.user}'@'127.0.0.1'"
     )
-    exporter = Exporter(tmp_path, _config(tmp_path, tasks_db).read_text()).start(ready=True)
+    exporter = exporters(tmp_path, _config(tmp_path, tasks_db).read_text()).start(ready=True)
     try:
         (warning,) = wait_for(
             lambda: lines_matching(exporter.log(), "can do more than read"),
@@ -291,11 +293,11 @@ def test_over_privileged_user_is_warned_of_once(tmp_path: Path, tasks_db: TasksD
 
 @pytest.mark.mariadb
 def test_least_privilege_user_gets_no_warning_until_granted_more(
-    tmp_path: Path, tasks_db: TasksDB
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
 ) -> None:
     """A SELECT-only user gets no warning, at start or after reconnecting; a grant added while
     the exporter runs is warned of at the next connection, and its revocation noted."""
-    exporter = Exporter(tmp_path, _config(tmp_path, tasks_db).read_text()).start(ready=True)
+    exporter = exporters(tmp_path, _config(tmp_path, tasks_db).read_text()).start(ready=True)
     try:
         _reconnect(tasks_db)
         assert value(exporter.scrape(), "tasks_exporter_up") == 1
@@ -354,7 +356,7 @@ def test_connection_killed_during_the_grants_check_costs_no_collection(tasks_db:
 
 
 @pytest.mark.mariadb
-def test_passwords_show_nowhere(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_passwords_show_nowhere(exporters: Exporters, tmp_path: Path, tasks_db: TasksDB) -> None:
     """With a known database password and a known web password, running at debug level through
     a working collection, a failing one and a config error, neither password appears in the
     command line, the environment, the log, /metrics, the landing page or any error message."""
@@ -363,7 +365,7 @@ def test_passwords_show_nowhere(tmp_path: Path, tasks_db: TasksDB) -> None:
     web = tmp_path / "web.yml"
     web.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n", encoding="utf-8")
     config = _config(tmp_path, tasks_db)
-    exporter = Exporter(
+    exporter = exporters(
         tmp_path / "run", config.read_text(), "--web.config.file", str(web), "--log.level", "debug",
         auth=("prometheus", web_password),
     ).start(ready=True)  # fmt: skip
@@ -401,3 +403,22 @@ def test_passwords_show_nowhere(tmp_path: Path, tasks_db: TasksDB) -> None:
         assert tasks_db.password not in text
         assert web_password not in text
         assert hashed not in text
+
+
+@pytest.mark.parametrize(
+    ("host", "socket_path", "local"),
+    [
+        ("127.0.0.1", None, True),
+        ("127.3.2.1", None, True),
+        ("::1", None, True),
+        ("localhost", None, True),
+        ("192.0.2.7", None, False),
+        ("db.example.com", None, False),
+        ("db.example.com", "/run/mysqld/mysqld.sock", True),
+    ],
+)
+def test_tls_is_left_off_only_for_a_database_on_this_machine(
+    host: str, socket_path: str | None, local: bool
+) -> None:
+    """A unix socket or a loopback address is local (no TLS); any other host is not."""
+    assert is_local(DatabaseConfig(driver="mysql", host=host, socket=socket_path)) is local

@@ -23,10 +23,17 @@ from pathlib import Path
 import pytest
 from test_install import Moved, sh
 
-from conftest import TasksDB
 from exporter.config import CollectionConfig
 from exporter.sources.demo import DemoDatabase
-from support import free_port, parse_metrics, run_cli, task_counts, wait_for, write_secret
+from testing.exporter_process import (
+    free_port,
+    parse_metrics,
+    run_cli,
+    task_counts,
+    wait_for,
+    write_secret,
+)
+from testing.tasks_table import TasksDB
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = (REPO / "README.md", *sorted((REPO / "docs").glob("*.md")))

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from conftest import TasksDB
-from dashboard import Query, interpolate, load, queries
-from promserver import JOB, Prometheus, example_config
-from support import Exporter, mysql_config, wait_for, write_secret
+from testing.exporter_process import Exporter, Exporters, mysql_config, wait_for, write_secret
+from testing.grafana_dashboard import Query, interpolate, load, queries
+from testing.prometheus_example import JOB, Prometheus, example_config
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.mariadb
 
@@ -70,7 +70,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, private_tasks_db: TasksDB) -> Iterator[Stack]:
+def stack(exporters: Exporters, tmp_path: Path, private_tasks_db: TasksDB) -> Iterator[Stack]:
     db = private_tasks_db
     # A creation time and a kind: the seed's Pending tasks wait in "reports" since two hours.
     db.server.execute(
@@ -92,7 +92,7 @@ def stack(tmp_path: Path, private_tasks_db: TasksDB) -> Iterator[Stack]:
         staleness=f"{STALENESS:g}s",
         extra_tasks='time_column = "created_at"\nlabel_columns = { queue = "task_queue" }',
     )
-    exporter = Exporter(tmp_path / "exporter", config).start(ready=True)
+    exporter = exporters(tmp_path / "exporter", config).start(ready=True)
     try:
         target = f"{exporter.host}:{exporter.port}"
         prometheus = Prometheus(tmp_path / "prometheus", example_config(target, INTERVAL))

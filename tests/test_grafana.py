@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboard import (
+from testing.grafana_dashboard import (
     DASHBOARD,
     DATASOURCE,
     REPO,
@@ -19,7 +19,7 @@ from dashboard import (
     regex_escape,
     selectors,
 )
-from promserver import CONFIG, JOB
+from testing.prometheus_example import CONFIG, JOB
 
 UID = "tasks-exporter"  # links and provisioning rely on it: never change it
 PROVISIONING = REPO / "grafana" / "provisioning"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from support import free_port, get, run_cli, wait_for
+from testing.exporter_process import free_port, get, run_cli, wait_for
 
 NOBODY = 65534
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from support import (
+from testing.exporter_process import (
     DEMO_COUNTS,
     NEVER_IMPORTED,
     Exporter,
+    Exporters,
     free_port,
     get,
     imports_while_serving,
@@ -29,6 +30,7 @@ from support import (
     value,
     wait_for,
 )
+from testing.prometheus_server import promtool
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +108,8 @@ def test_curl_reads_the_compressed_openmetrics(demo: Exporter) -> None:
 
 def test_promtool_finds_nothing_to_lint(demo: Exporter) -> None:
     """`promtool check metrics` on a live scrape prints nothing and succeeds."""
-    promtool = shutil.which("promtool")
-    assert promtool, (
-        "promtool missing: run `scripts/dev test` as root, or apt-get install prometheus"
-    )
     result = subprocess.run(
-        [promtool, "check", "metrics"],
+        [promtool(), "check", "metrics"],
         input=demo.get("/metrics").body,
         capture_output=True,
         check=False,
@@ -278,9 +276,11 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_stop_signals_exit_cleanly_and_quickly(tmp_path: Path, sig: signal.Signals) -> None:
+def test_stop_signals_exit_cleanly_and_quickly(
+    exporters: Exporters, tmp_path: Path, sig: signal.Signals
+) -> None:
     """SIGTERM and SIGINT stop the exporter within a few seconds with exit code 0."""
-    exporter = Exporter(tmp_path, "", "--demo").start(ready=True)
+    exporter = exporters(tmp_path, "", "--demo").start(ready=True)
     started = time.monotonic()
     assert exporter.stop(sig) == 0
     assert time.monotonic() - started < 3
@@ -306,9 +306,9 @@ def _answer_to(source: str, port: int) -> bytes:
             return b""
 
 
-def test_refused_client_gets_nothing_and_is_counted(tmp_path: Path) -> None:
+def test_refused_client_gets_nothing_and_is_counted(exporters: Exporters, tmp_path: Path) -> None:
     """A client outside the allowlist (127.0.0.2) is closed at once with no byte sent; counted."""
-    exporter = Exporter(tmp_path, '[web]\nallow = ["127.0.0.1/32"]\n', "--demo").start(ready=True)
+    exporter = exporters(tmp_path, '[web]\nallow = ["127.0.0.1/32"]\n', "--demo").start(ready=True)
     try:
         for _ in range(3):
             assert _answer_to("127.0.0.2", exporter.port) == b""
@@ -321,11 +321,13 @@ def test_refused_client_gets_nothing_and_is_counted(tmp_path: Path) -> None:
         exporter.stop()
 
 
-def test_dual_stack_listener_matches_ipv4_clients_as_ipv4(tmp_path: Path) -> None:
+def test_dual_stack_listener_matches_ipv4_clients_as_ipv4(
+    exporters: Exporters, tmp_path: Path
+) -> None:
     """On a dual-stack `:port` listener, IPv4 clients (seen as ::ffff:a.b.c.d) are matched and
     logged as IPv4; ::1 is refused by an IPv4-only allowlist."""
     port = free_port("::")
-    exporter = Exporter(tmp_path, '[web]\nallow = ["127.0.0.1/32"]\n', "--demo", listen=f":{port}")
+    exporter = exporters(tmp_path, '[web]\nallow = ["127.0.0.1/32"]\n', "--demo", listen=f":{port}")
     exporter.port = port
     exporter.start(ready=True)
     try:
@@ -344,12 +346,12 @@ def test_dual_stack_listener_matches_ipv4_clients_as_ipv4(tmp_path: Path) -> Non
     [(":{port}", True, True), ("[::]:{port}", True, True), ("0.0.0.0:{port}", True, False)],
 )
 def test_every_interface_forms_listen_as_go_exporters_do(
-    tmp_path: Path, form: str, ipv4: bool, ipv6: bool
+    exporters: Exporters, tmp_path: Path, form: str, ipv4: bool, ipv6: bool
 ) -> None:
     """`:port` and `[::]:port` take IPv4 and IPv6 clients, `0.0.0.0:port` IPv4 only, as Go
     exporters read them; the start line names the address as it was given."""
     port = free_port("::")
-    exporter = Exporter(tmp_path, "", "--demo", listen=form.format(port=port))
+    exporter = exporters(tmp_path, "", "--demo", listen=form.format(port=port))
     exporter.port = port
     exporter.start(ready=True)
     try:
@@ -365,9 +367,9 @@ def test_every_interface_forms_listen_as_go_exporters_do(
         exporter.stop()
 
 
-def test_slow_clients_do_not_block_an_allowed_scraper(tmp_path: Path) -> None:
+def test_slow_clients_do_not_block_an_allowed_scraper(exporters: Exporters, tmp_path: Path) -> None:
     """Hundreds of trickling connections beyond the cap: a scraper is still answered promptly."""
-    exporter = Exporter(
+    exporter = exporters(
         tmp_path, "[web]\nmax_connections = 50\nrequest_timeout = 30\n", "--demo"
     ).start(ready=True)
     slow: list[socket.socket] = []
@@ -390,9 +392,11 @@ def test_slow_clients_do_not_block_an_allowed_scraper(tmp_path: Path) -> None:
         exporter.stop()
 
 
-def test_trickling_client_is_cut_off_at_the_request_timeout(tmp_path: Path) -> None:
+def test_trickling_client_is_cut_off_at_the_request_timeout(
+    exporters: Exporters, tmp_path: Path
+) -> None:
     """A client that never completes its request is disconnected after web.request_timeout."""
-    exporter = Exporter(tmp_path, '[web]\nrequest_timeout = "0.5s"\n', "--demo").start()
+    exporter = exporters(tmp_path, '[web]\nrequest_timeout = "0.5s"\n', "--demo").start()
     try:
         with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
             started = time.monotonic()
@@ -403,9 +407,11 @@ def test_trickling_client_is_cut_off_at_the_request_timeout(tmp_path: Path) -> N
         exporter.stop()
 
 
-def test_idle_keep_alive_then_trickle_gets_the_request_timeout(tmp_path: Path) -> None:
+def test_idle_keep_alive_then_trickle_gets_the_request_timeout(
+    exporters: Exporters, tmp_path: Path
+) -> None:
     """After a served request, a new request that trickles in is cut at request_timeout too."""
-    exporter = Exporter(
+    exporter = exporters(
         tmp_path, '[web]\nrequest_timeout = "0.5s"\nidle_timeout = "30s"\n', "--demo"
     ).start()
     try:
@@ -420,10 +426,10 @@ def test_idle_keep_alive_then_trickle_gets_the_request_timeout(tmp_path: Path) -
         exporter.stop()
 
 
-def test_each_request_restarts_the_idle_timeout(tmp_path: Path) -> None:
+def test_each_request_restarts_the_idle_timeout(exporters: Exporters, tmp_path: Path) -> None:
     """A keep-alive scraper that keeps asking stays connected past idle_timeout; once it
     stops, the connection is closed idle_timeout after its last answer."""
-    exporter = Exporter(tmp_path, '[web]\nidle_timeout = "0.6s"\n', "--demo").start()
+    exporter = exporters(tmp_path, '[web]\nidle_timeout = "0.6s"\n', "--demo").start()
     request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
     try:
         with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
@@ -482,10 +488,12 @@ def test_config_check_does_not_touch_the_network(tmp_path: Path) -> None:
     assert "configuration is valid" in result.stdout
 
 
-def test_client_that_never_reads_cannot_grow_server_memory(tmp_path: Path) -> None:
+def test_client_that_never_reads_cannot_grow_server_memory(
+    exporters: Exporters, tmp_path: Path
+) -> None:
     """Thousands of pipelined scrapes whose answers are never read: memory stays bounded,
     others are still served, and the stuck connection is dropped at request_timeout."""
-    exporter = Exporter(tmp_path, '[web]\nrequest_timeout = "2s"\n', "--demo").start(ready=True)
+    exporter = exporters(tmp_path, '[web]\nrequest_timeout = "2s"\n', "--demo").start(ready=True)
     try:
         exporter.scrape()
         baseline = exporter.stats().rss
@@ -521,10 +529,10 @@ def test_client_that_never_reads_cannot_grow_server_memory(tmp_path: Path) -> No
         exporter.stop()
 
 
-def test_ipv6_loopback_scraper_is_allowed_by_default(tmp_path: Path) -> None:
+def test_ipv6_loopback_scraper_is_allowed_by_default(exporters: Exporters, tmp_path: Path) -> None:
     """Listening on [::1], a scraper on ::1 is served under the default allowlist."""
     port = free_port("::1")
-    exporter = Exporter(tmp_path, "", "--demo", listen=f"[::1]:{port}")
+    exporter = exporters(tmp_path, "", "--demo", listen=f"[::1]:{port}")
     exporter.host, exporter.port = "::1", port
     exporter.start(ready=True)
     try:
@@ -533,9 +541,9 @@ def test_ipv6_loopback_scraper_is_allowed_by_default(tmp_path: Path) -> None:
         exporter.stop()
 
 
-def test_custom_telemetry_path_and_json_logs(tmp_path: Path) -> None:
+def test_custom_telemetry_path_and_json_logs(exporters: Exporters, tmp_path: Path) -> None:
     """--web.telemetry-path moves the metrics (and the page's link); --log.format json logs JSON."""
-    exporter = Exporter(
+    exporter = exporters(
         tmp_path, "", "--demo", "--web.telemetry-path", "/custom", "--log.format", "json"
     ).start(ready=True)
     try:
@@ -549,9 +557,9 @@ def test_custom_telemetry_path_and_json_logs(tmp_path: Path) -> None:
         exporter.stop()
 
 
-def test_the_demo_imports_only_what_it_uses(tmp_path: Path) -> None:
+def test_the_demo_imports_only_what_it_uses(exporters: Exporters, tmp_path: Path) -> None:
     """The demo, serving every format and the page, imports prometheus_client and sqlite3,
     but neither pymysql nor the idna codec."""
-    imported = imports_while_serving(Exporter(tmp_path, "", "--demo"))
+    imported = imports_while_serving(exporters(tmp_path, "", "--demo"))
     assert {"asyncio", "sqlite3", "prometheus_client"} <= imported
     assert imported & (NEVER_IMPORTED | {"pymysql"}) == set()

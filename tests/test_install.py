@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TasksDB
-from support import Exporter, free_port, get, parse_metrics, task_counts, wait_for
+from testing.exporter_process import Exporter, free_port, get, parse_metrics, task_counts, wait_for
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.mariadb
 

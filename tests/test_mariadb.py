@@ -11,14 +11,12 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from conftest import TasksDB
 from exporter.config import TasksConfig
 from exporter.sources.mysql import MySQLSource
-from support import (
+from testing.exporter_process import (
     NEVER_IMPORTED,
-    Exporter,
+    Exporters,
     db_config,
-    db_exporter,
     db_source_config,
     expected_counts,
     imports_while_serving,
@@ -30,14 +28,17 @@ from support import (
     value,
     wait_for,
 )
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.mariadb
 
 
 @pytest.mark.parametrize("via", ["tcp", "socket"])
-def test_counts_equal_the_table(tmp_path: Path, tasks_db: TasksDB, via: str) -> None:
+def test_counts_equal_the_table(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB, via: str
+) -> None:
     """Over TCP or the unix socket, /metrics shows exactly the table's counts per status."""
-    exporter = db_exporter(tmp_path, tasks_db, via=via)
+    exporter = exporters.on_db(tmp_path, tasks_db, via=via)
     try:
         samples = exporter.scrape()
         assert task_counts(samples) == {"Success": 5, "Pending": 3, "Failed": 2}
@@ -47,7 +48,7 @@ def test_counts_equal_the_table(tmp_path: Path, tasks_db: TasksDB, via: str) -> 
 
 
 def test_the_first_scrape_answered_already_shows_the_counts(
-    tmp_path: Path, tasks_db: TasksDB
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
 ) -> None:
     """An exporter accepts its first connection only once the first collection has ended, so
     the first scrape (with socket activation, the one that started it) shows fresh counts."""
@@ -55,7 +56,7 @@ def test_the_first_scrape_answered_already_shows_the_counts(
     slow = db_config(
         tmp_path, tasks_db, interval="60s", timeout="3s", extra_tasks='filter = "SLEEP(0.05) = 0"'
     )
-    exporter = Exporter(tmp_path, slow).start(ready=False)  # waits for any answer at all
+    exporter = exporters(tmp_path, slow).start(ready=False)  # waits for any answer at all
     try:
         samples = exporter.scrape()
         assert value(samples, "tasks_exporter_up") == 1
@@ -64,9 +65,11 @@ def test_the_first_scrape_answered_already_shows_the_counts(
         exporter.stop()
 
 
-def test_new_rows_are_visible_at_the_next_interval(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_new_rows_are_visible_at_the_next_interval(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
+) -> None:
     """Rows committed by the application show up within one interval, with no restart."""
-    exporter = db_exporter(tmp_path, tasks_db, interval="1s", timeout="0.5s")
+    exporter = exporters.on_db(tmp_path, tasks_db, interval="1s", timeout="0.5s")
     try:
         tasks_db.insert("Pending", 4)
         tasks_db.insert("Retry", 2)
@@ -80,10 +83,10 @@ def test_new_rows_are_visible_at_the_next_interval(tmp_path: Path, tasks_db: Tas
         exporter.stop()
 
 
-def test_a_status_disappearing(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_a_status_disappearing(exporters: Exporters, tmp_path: Path, tasks_db: TasksDB) -> None:
     """An extra status gone from the table disappears; an expected one stays, at 0."""
     tasks_db.insert("Retry", 1)
-    exporter = db_exporter(tmp_path, tasks_db)
+    exporter = exporters.on_db(tmp_path, tasks_db)
     try:
         assert exporter.counts()["Retry"] == 1
         tasks_db.server.execute(
@@ -96,7 +99,7 @@ def test_a_status_disappearing(tmp_path: Path, tasks_db: TasksDB) -> None:
 
 
 def test_null_status_and_hostile_strings_come_out_exactly(
-    tmp_path: Path, tasks_db: TasksDB
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
 ) -> None:
     """NULL, quotes, backslashes, newlines, unicode and long values: valid exposition, exact."""
     tasks_db.server.execute(
@@ -116,7 +119,7 @@ def test_null_status_and_hostile_strings_come_out_exactly(
     for status in hostile:
         tasks_db.insert(status)
     tasks_db.insert(None, 2)
-    exporter = db_exporter(tmp_path, tasks_db)
+    exporter = exporters.on_db(tmp_path, tasks_db)
     try:
         assert exporter.counts() == expected_counts(tasks_db)
         assert exporter.counts()["NULL"] == 2
@@ -126,11 +129,13 @@ def test_null_status_and_hostile_strings_come_out_exactly(
         exporter.stop()
 
 
-def test_too_many_statuses_are_folded_visibly(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_too_many_statuses_are_folded_visibly(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
+) -> None:
     """Beyond max_statuses, the rarest statuses fold into 'other', shown in a metric and a log."""
     for i in range(10):
         tasks_db.insert(f"junk-{i}", 1 + (i == 0))  # junk-0 is the most frequent
-    exporter = db_exporter(tmp_path, tasks_db, extra_tasks="max_statuses = 6")
+    exporter = exporters.on_db(tmp_path, tasks_db, extra_tasks="max_statuses = 6")
     try:
         samples = exporter.scrape()
         counts = task_counts(samples)
@@ -145,9 +150,11 @@ def test_too_many_statuses_are_folded_visibly(tmp_path: Path, tasks_db: TasksDB)
         exporter.stop()
 
 
-def test_schema_qualified_table_and_filter(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_schema_qualified_table_and_filter(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
+) -> None:
     """table = schema.table and an operator's filter select exactly the rows SQL would."""
-    exporter = db_exporter(
+    exporter = exporters.on_db(
         tmp_path,
         tasks_db,
         extra_tasks=f'table = "{tasks_db.database}.tasks"\nfilter = "task_id > 3"',
@@ -162,10 +169,12 @@ def test_schema_qualified_table_and_filter(tmp_path: Path, tasks_db: TasksDB) ->
         exporter.stop()
 
 
-def test_wrong_password_is_reported_once_and_never_shown(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_wrong_password_is_reported_once_and_never_shown(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
+) -> None:
     """A refused login: up=0, one log line with the server's reason, the password nowhere."""
     wrong = "not-the-password-4f9a"
-    exporter = db_exporter(tmp_path, tasks_db, ready=False, password=wrong)
+    exporter = exporters.on_db(tmp_path, tasks_db, ready=False, password=wrong)
     try:
         wait_for(lambda: "collection failed" in exporter.log(), timeout=5, what="failure log")
         time.sleep(1.2)
@@ -242,10 +251,12 @@ def test_session_is_read_only(tasks_db: TasksDB) -> None:
         source.close()
 
 
-def test_serving_mysql_imports_only_what_it_uses(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_serving_mysql_imports_only_what_it_uses(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
+) -> None:
     """Serving a MySQL table over a socket, every format and the page, imports pymysql and
     prometheus_client, but neither sqlite3 nor the idna codec."""
     config = db_config(tmp_path, tasks_db, via="socket")
-    imported = imports_while_serving(Exporter(tmp_path, config))
+    imported = imports_while_serving(exporters(tmp_path, config))
     assert {"asyncio", "pymysql", "prometheus_client"} <= imported
     assert imported & (NEVER_IMPORTED | {"sqlite3"}) == set()

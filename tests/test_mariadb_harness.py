@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING
 import pymysql
 import pytest
 
-from conftest import SEED, make_tasks_db
-from mariadb import MariaDB
+from testing.mariadb_server import MariaDB
+from testing.tasks_table import SEED, make_tasks_db
 
 if TYPE_CHECKING:
     from pymysql.connections import Connection
     from pymysql.cursors import Cursor
 
-    from conftest import TasksDB
+    from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.mariadb
 
-TESTS_DIR = Path(__file__).parent
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _connect_as(db: TasksDB, *, tcp: bool) -> Connection[Cursor]:
@@ -197,12 +197,12 @@ def test_no_stray_server_when_test_process_dies(
     """A server left running dies with the test process: at exit, or even on SIGKILL."""
     base, template = str(tmp_path / "child"), str(mariadb_template)
     script = (
-        "import sys, time; from pathlib import Path; from mariadb import MariaDB\n"
+        "import sys, time; from pathlib import Path; from testing.mariadb_server import MariaDB\n"
         f"s = MariaDB(Path({base!r}), template=Path({template!r}))\n"
         "s.start(); print(s.pid, flush=True)\n"
         "sys.stdin.read()\n"  # returns when the test closes stdin; then exit normally
     )
-    env = {**os.environ, "PYTHONPATH": str(TESTS_DIR)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     with subprocess.Popen(
         [sys.executable, "-c", script],
         stdin=subprocess.PIPE,

@@ -8,15 +8,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.collect import Snapshot
-from exporter.metrics.collectors import SnapshotCollector
-from exporter.metrics.exposition import TEXT_0_0_4, Exposition, negotiate
+from exporter.collect import Snapshot, shape
+from exporter.config import TasksConfig
+from exporter.metrics.collectors import SnapshotCollector, families
+from exporter.metrics.exposition import TEXT_0_0_4, Exposition, accepts_gzip, negotiate
 from exporter.metrics.registry import Metrics
-from support import Exporter, parse_metrics
+from testing.exporter_process import Exporters, parse_metrics, task_counts, value
 
 PROMETHEUS_2_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -288,13 +291,15 @@ def test_process_metrics_are_read_again_once_a_second() -> None:
     assert metrics.exposition.render(None, None)[0] is not first
 
 
-def test_the_flag_turns_off_exporter_metrics_on_a_live_scrape(tmp_path: Path) -> None:
+def test_the_flag_turns_off_exporter_metrics_on_a_live_scrape(
+    exporters: Exporters, tmp_path: Path
+) -> None:
     """tasks_exporter --web.disable-exporter-metrics serves no process_* or python_* series;
     without it they are there."""
     for flags, shown in (((), True), (("--web.disable-exporter-metrics",), False)):
         workdir = tmp_path / str(shown)
         workdir.mkdir()
-        exporter = Exporter(workdir, "", "--demo", *flags).start(ready=True)
+        exporter = exporters(workdir, "", "--demo", *flags).start(ready=True)
         try:
             names = {name for name, _ in exporter.scrape()}
         finally:
@@ -302,3 +307,93 @@ def test_the_flag_turns_off_exporter_metrics_on_a_live_scrape(tmp_path: Path) ->
         assert ("process_resident_memory_bytes" in names) is shown
         assert ("python_info" in names) is shown
         assert "tasks_exporter_up" in names
+
+
+def _exposed(snapshot: Snapshot, now: float, accept: str | None = None) -> str:
+    """/metrics for one snapshot alone, at time `now`, in the format `accept` asks for."""
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(lambda: snapshot, "1.2.3", clock=lambda: now))
+    return Exposition(registry, state=object).render(accept, None)[0].decode()
+
+
+def _samples(
+    snapshot: Snapshot, now: float
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return parse_metrics(_exposed(snapshot, now))
+
+
+def test_fresh_snapshot_exports_counts_and_health() -> None:
+    """A fresh snapshot gives the counts per status, up=1, the last success time and outcomes."""
+    samples = _samples(_snapshot(), now=1010.0)
+    assert task_counts(samples) == {"Success": 5, "Pending": 3, "Failed": 2}
+    assert value(samples, "tasks_exporter_up") == 1
+    assert value(samples, "tasks_exporter_last_success_timestamp_seconds") == 1000.0
+    assert value(samples, "tasks_exporter_collections_total", result="error") == 1
+    assert (
+        value(
+            samples,
+            "tasks_exporter_build_info",
+            version="1.2.3",
+            pythonversion=platform.python_version(),
+        )
+        == 1
+    )
+
+
+def test_failed_collection_keeps_counts_until_stale_then_drops_them() -> None:
+    """After a failure the last counts stay for the staleness window, then vanish; up stays 0."""
+    failed = _snapshot(up=False, error="boom")
+    assert task_counts(_samples(failed, now=1059.0)) == {"Success": 5, "Pending": 3, "Failed": 2}
+    late = _samples(failed, now=1061.0)
+    assert task_counts(late) == {}
+    assert value(late, "tasks_exporter_up") == 0
+    assert value(late, "tasks_exporter_last_success_timestamp_seconds") == 1000.0
+
+
+def test_before_first_collection_there_are_no_counts_and_no_timestamp() -> None:
+    """Before any success: up=0, no counts, no last-success sample (never a fake 0 time)."""
+    samples = _samples(Snapshot(interval=15, staleness=60), now=5.0)
+    assert task_counts(samples) == {}
+    assert value(samples, "tasks_exporter_up") == 0
+    assert value(samples, "tasks_exporter_last_success_timestamp_seconds") is None
+
+
+def test_help_text_says_counts_are_refreshed_on_a_schedule() -> None:
+    """The HELP of the task gauge tells readers the values come from a scheduled collection."""
+    (tasks,) = [f for f in families(_snapshot(), 1000.0, "v") if f.name == "tasks_exporter_tasks"]
+    assert "refreshed every 15s" in tasks.documentation
+    assert "not per scrape" in tasks.documentation
+
+
+@settings(deadline=None)  # correctness, not speed: a loaded CI machine must not fail it
+@given(st.text(min_size=0, max_size=300))
+def test_any_status_string_round_trips_through_both_formats(status: str) -> None:
+    """Any text the database holds comes out as valid exposition and parses back unchanged."""
+    counts, _ = shape([("Success", 1), (status, 2)], TasksConfig())
+    expected = dict(counts)[status]  # 2, or 3 when the status is "Success" itself
+    shown = _snapshot(counts=counts)
+    assert task_counts(parse_metrics(_exposed(shown, 1000.0)))[status] == expected
+    om_text = _exposed(shown, 1000.0, "application/openmetrics-text")
+    om_counts = {
+        s.labels["status"]: s.value
+        for f in parse_om(om_text)  # type: ignore[no-untyped-call]
+        if f.name == "tasks_exporter_tasks"
+        for s in f.samples
+    }
+    assert om_counts[status] == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip"),
+    [
+        ("gzip", True),
+        ("deflate, gzip;q=1.0, *;q=0.5", True),
+        ("gzip;q=0", False),
+        ("identity", False),
+        (None, False),
+        ("GZIP", True),
+    ],
+)
+def test_gzip_negotiation(header: str | None, gzip: bool) -> None:
+    """gzip is used when Accept-Encoding allows it, and not when it gives it q=0."""
+    assert accepts_gzip(header) is gzip

@@ -7,12 +7,12 @@ import pytest
 from exporter.collect import Snapshot
 from exporter.web.history import Point
 from exporter.web.page import render
-from landing import Landing, read
+from testing.landing_page import Landing, read
 
 NOW = 10_000.0
 
 
-def _page(**kwargs: object) -> Landing:
+def _snapshot(**kwargs: object) -> Snapshot:
     base: dict[str, object] = {
         "interval": 15.0,
         "staleness": 60.0,
@@ -21,8 +21,11 @@ def _page(**kwargs: object) -> Landing:
         "up": True,
     }
     base.update(kwargs)
-    snapshot = Snapshot(**base)  # type: ignore[arg-type]
-    html = render(snapshot, NOW, version="1.2.3", telemetry_path="/metrics", source="db")
+    return Snapshot(**base)  # type: ignore[arg-type]
+
+
+def _page(**kwargs: object) -> Landing:
+    html = render(_snapshot(**kwargs), NOW, version="1.2.3", telemetry_path="/metrics", source="db")
     return read(html.decode("utf-8"))
 
 
@@ -76,6 +79,7 @@ def test_stale_data_is_replaced_by_a_notice_and_the_age_stays() -> None:
     """Past the staleness window no counts are shown (as on /metrics), only why and since when."""
     page = _page(up=False, error="timeout", last_success=NOW - 600)
     assert page.notices.keys() == {"unreachable", "stale"}
+    assert "The database could not be read. timeout" in page.notices["unreachable"]
     assert "Data is stale." in page.notices["stale"]
     assert "10 min ago, longer than the 60 s allowed" in page.notices["stale"]
     assert (page.rows, page.total, page.completion) == ([], None, None)
@@ -254,3 +258,18 @@ def test_count_axis_has_round_steps_just_above_the_highest_total(
     so the chart uses its height; an empty table still has an axis."""
     page = _charted(_history((3_600.0, {"Success": highest}), (7_200.0, {"Success": highest})))
     assert page.chart_labels[: len(steps) + 1] == [*steps, "01:00"]
+
+
+def test_landing_page_escapes_database_values() -> None:
+    """A status holding HTML or script is shown as text on the landing page."""
+    hostile = '<script>alert("x")</script>&'
+    page = render(
+        _snapshot(counts=((hostile, 1),)),
+        NOW,
+        version="1",
+        telemetry_path="/metrics",
+        source="<b>",
+    ).decode()
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;" in page
+    assert "<b>" not in page

@@ -10,21 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TasksDB
 from exporter.collect import CollectionLoop
 from exporter.config import CollectionConfig, TasksConfig, Window
 from exporter.log import Logger
 from exporter.metrics.collectors import families
 from exporter.sources.mysql import MySQLSource
-from support import (
+from testing.exporter_process import (
+    Exporters,
     collections,
-    db_exporter,
     db_source_config,
     lines_matching,
     value,
     wait_for,
     wait_up,
 )
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.mariadb
 
@@ -106,12 +106,12 @@ def _slow_knob(db: TasksDB) -> str:
 
 
 def test_a_slow_query_spaces_collections_out_and_they_recover(
-    tmp_path: Path, tasks_db: TasksDB, figure: Callable[[str], None]
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB, figure: Callable[[str], None]
 ) -> None:
     """A query taking 0.3 s at a 0.5 s interval is spaced out to 0.3 / 0.25 = 1.2 s, said once
     in the log and in the effective interval metric; fast again, the interval is 0.5 s again."""
     sleep_filter = _slow_knob(tasks_db)
-    exporter = db_exporter(
+    exporter = exporters.on_db(
         tmp_path,
         tasks_db,
         interval="0.5s",
@@ -150,12 +150,12 @@ def test_a_slow_query_spaces_collections_out_and_they_recover(
 
 
 def test_counts_return_about_a_second_after_the_database_does(
-    tmp_path: Path, private_tasks_db: TasksDB, figure: Callable[[str], None]
+    exporters: Exporters, tmp_path: Path, private_tasks_db: TasksDB, figure: Callable[[str], None]
 ) -> None:
     """At a 5 s interval, after a connection error the exporter retries 1 s later: counts are
     back well before the next interval, with one attempt at a time."""
     db = private_tasks_db
-    exporter = db_exporter(tmp_path, db, interval="5s", timeout="1s")
+    exporter = exporters.on_db(tmp_path, db, interval="5s", timeout="1s")
     try:
         db.server.stop()
         wait_up(exporter, 0, timeout=10)
@@ -176,7 +176,7 @@ def test_counts_return_about_a_second_after_the_database_does(
 
 
 def test_a_query_longer_than_the_default_timeout_gets_counts_with_a_longer_timeout(
-    tmp_path: Path, tasks_db: TasksDB
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
 ) -> None:
     """A query needing 1 s is cut off at a 0.5 s timeout, and the log says what it needed
     against what the timeout allowed; with timeout = "2s" (interval "3s") it gets counts."""
@@ -184,7 +184,7 @@ def test_a_query_longer_than_the_default_timeout_gets_counts_with_a_longer_timeo
     tasks_db.server.execute(f"UPDATE `{tasks_db.database}`.`knob` SET per_row = 0.1")
     for workdir in ("short", "longer"):
         (tmp_path / workdir).mkdir()
-    short = db_exporter(
+    short = exporters.on_db(
         tmp_path / "short",
         tasks_db,
         ready=False,
@@ -200,7 +200,7 @@ def test_a_query_longer_than_the_default_timeout_gets_counts_with_a_longer_timeo
         assert "effective_interval_seconds=2" in line  # 0.5 s / 0.25
     finally:
         short.stop()
-    longer = db_exporter(
+    longer = exporters.on_db(
         tmp_path / "longer",
         tasks_db,
         interval="3s",

@@ -13,10 +13,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from conftest import TasksDB, make_tasks_db
-from mariadb import MariaDB
-from support import (
+from testing.exporter_process import (
     Exporter,
+    Exporters,
     free_port,
     lines_matching,
     mysql_config,
@@ -27,6 +26,8 @@ from support import (
     wait_for,
     write_secret,
 )
+from testing.mariadb_server import MariaDB
+from testing.tasks_table import TasksDB, make_tasks_db
 
 pytestmark = pytest.mark.mariadb
 
@@ -56,17 +57,22 @@ def _config(
     ).replace("'", '"')
 
 
-def _exporter(workdir: Path, config: Callable[[int], str], *args: str) -> Exporter:
+def _exporter(
+    exporters: Exporters, workdir: Path, config: Callable[[int], str], *args: str
+) -> Exporter:
     """An exporter whose listen address is in its config file, so a reload can change it.
-    (The suite stops it after the test: see conftest.)"""
-    exporter = Exporter(workdir, "", *args, listen_flag=False)
+    (The `exporters` fixture stops it after the test.)"""
+    exporter = exporters(workdir, "", *args, listen_flag=False)
     exporter.write_config(config(exporter.port))
     return exporter.start(ready=True)
 
 
-def _plain(tmp_path: Path, db: TasksDB, password_file: Path, *args: str) -> Exporter:
+def _plain(
+    exporters: Exporters, tmp_path: Path, db: TasksDB, password_file: Path, *args: str
+) -> Exporter:
     """An exporter on `db` listening on its own port, loopback allowed."""
     return _exporter(
+        exporters,
         tmp_path / "run",
         lambda port: _config(db, password_file, listen=[port], allow='["127.0.0.0/8"]'),
         *args,
@@ -136,6 +142,7 @@ def _reloads(exporter: Exporter) -> tuple[float | None, float | None]:
 
 
 def test_a_valid_reload_takes_effect_completely_without_a_gap(
+    exporters: Exporters,
     tmp_path: Path,
     tasks_db: TasksDB,
     mariadb: MariaDB,
@@ -150,6 +157,7 @@ def test_a_valid_reload_takes_effect_completely_without_a_gap(
         first_pw = write_secret(tmp_path / "first.pw", tasks_db.password)
         other_pw = write_secret(tmp_path / "other.pw", other_db.password)
         exporter = _exporter(
+            exporters,
             tmp_path / "run",
             lambda port: _config(
                 tasks_db, first_pw, listen=[port, dropped], allow='["127.0.0.0/8"]'
@@ -195,11 +203,11 @@ def test_a_valid_reload_takes_effect_completely_without_a_gap(
 
 
 def test_an_invalid_configuration_is_refused_whole_and_the_old_one_keeps_running(
-    tmp_path: Path, tasks_db: TasksDB
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
 ) -> None:
     """The log says what --config.check says; nothing of the new file applies."""
     pw = write_secret(tmp_path / "pw", tasks_db.password)
-    exporter = _plain(tmp_path, tasks_db, pw, "--log.format", "json")
+    exporter = _plain(exporters, tmp_path, tasks_db, pw, "--log.format", "json")
     port = exporter.port
     good = _config(tasks_db, pw, listen=[port], allow='["127.0.0.0/8"]')
     loaded_at = _reloads(exporter)[1]
@@ -239,9 +247,11 @@ def test_an_invalid_configuration_is_refused_whole_and_the_old_one_keeps_running
     )
 
 
-def test_a_reload_that_cannot_listen_changes_nothing(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_a_reload_that_cannot_listen_changes_nothing(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
+) -> None:
     pw = write_secret(tmp_path / "pw", tasks_db.password)
-    exporter = _plain(tmp_path, tasks_db, pw)
+    exporter = _plain(exporters, tmp_path, tasks_db, pw)
     port = exporter.port
     with socket.create_server(("127.0.0.1", 0)) as taken:
         busy = taken.getsockname()[1]
@@ -255,10 +265,12 @@ def test_a_reload_that_cannot_listen_changes_nothing(tmp_path: Path, tasks_db: T
     assert value(exporter.scrape(), "tasks_exporter_collection_interval_seconds") == 0.5
 
 
-def test_a_reload_reads_the_password_again(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_a_reload_reads_the_password_again(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
+) -> None:
     """Rotating the password: change it on the server and in the file, then reload."""
     pw = write_secret(tmp_path / "pw", tasks_db.password)
-    exporter = _plain(tmp_path, tasks_db, pw)
+    exporter = _plain(exporters, tmp_path, tasks_db, pw)
     rotated = tasks_db.password + "-rotated"
     for host in ("localhost", "127.0.0.1"):
         tasks_db.server.execute(
@@ -281,13 +293,14 @@ def test_a_reload_reads_the_password_again(tmp_path: Path, tasks_db: TasksDB) ->
 
 
 def test_reloads_racing_with_scrapes_and_a_collection_in_flight(
-    tmp_path: Path, private_tasks_db: TasksDB, scrapers: list[Scraper]
+    exporters: Exporters, tmp_path: Path, private_tasks_db: TasksDB, scrapers: list[Scraper]
 ) -> None:
     """SIGHUPs while the table is locked (a collection stuck until its timeout) and four
     scrapers run: every scrape answers, the last file wins, no query piles up."""
     db = private_tasks_db
     pw = write_secret(tmp_path / "pw", db.password)
     exporter = _exporter(
+        exporters,
         tmp_path / "run",
         lambda port: _config(
             db, pw, listen=[port], allow='["127.0.0.0/8"]', interval="2s", timeout="1s"
@@ -333,12 +346,12 @@ def test_reloads_racing_with_scrapes_and_a_collection_in_flight(
 
 
 def test_a_reload_can_turn_on_basic_auth_from_a_web_config_file(
-    tmp_path: Path, tasks_db: TasksDB
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
 ) -> None:
     """[web] config_file named by the reloaded file applies at once: scrapes then need the
     password. (Changes inside an already named web config file apply without SIGHUP.)"""
     pw = write_secret(tmp_path / "pw", tasks_db.password)
-    exporter = _plain(tmp_path, tasks_db, pw)
+    exporter = _plain(exporters, tmp_path, tasks_db, pw)
     assert exporter.get("/metrics").status == 200
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
     web_config = tmp_path / "web.yml"

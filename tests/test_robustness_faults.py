@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TasksDB
-from proxy import SilentProxy
-from support import (
+from testing.exporter_process import (
+    Exporters,
     Samples,
     collections,
-    db_exporter,
     expected_counts,
     exporter_connections,
     lines_matching,
@@ -26,15 +24,19 @@ from support import (
     wait_for,
     wait_up,
 )
+from testing.silent_proxy import SilentProxy
+from testing.tasks_table import TasksDB
 
 pytestmark = [pytest.mark.robustness, pytest.mark.mariadb]
 
 
-def test_database_down_at_start_then_up(tmp_path: Path, private_tasks_db: TasksDB) -> None:
+def test_database_down_at_start_then_up(
+    exporters: Exporters, tmp_path: Path, private_tasks_db: TasksDB
+) -> None:
     """Started while the database is down: up=0 and not ready; it recovers by itself."""
     db = private_tasks_db
     db.server.stop()
-    exporter = db_exporter(tmp_path, db, ready=False)
+    exporter = exporters.on_db(tmp_path, db, ready=False)
     try:
         wait_for(lambda: "collection failed" in exporter.log(), timeout=5, what="failure log")
         samples = exporter.scrape()
@@ -53,14 +55,14 @@ def test_database_down_at_start_then_up(tmp_path: Path, private_tasks_db: TasksD
 
 
 def test_stopped_past_staleness_counts_drop_on_time_and_return_within_an_interval(
-    tmp_path: Path, private_tasks_db: TasksDB, figure: Callable[[str], None]
+    exporters: Exporters, tmp_path: Path, private_tasks_db: TasksDB, figure: Callable[[str], None]
 ) -> None:
     """Database stopped for longer than the staleness window: up drops to 0 at the next
     collection; the counts are served until the window has passed since the last success, not
     a moment longer nor shorter; started again, the right counts are back within one interval."""
     db = private_tasks_db
     interval, timeout, staleness = 0.5, 0.3, 2.0
-    exporter = db_exporter(tmp_path, db, interval="0.5s", timeout="0.3s", staleness="2s")
+    exporter = exporters.on_db(tmp_path, db, interval="0.5s", timeout="0.3s", staleness="2s")
     try:
         db.server.stop()
         stopped = time.time()
@@ -111,10 +113,10 @@ def test_stopped_past_staleness_counts_drop_on_time_and_return_within_an_interva
 
 
 def test_killed_connection_is_replaced_without_a_failed_collection(
-    tmp_path: Path, tasks_db: TasksDB
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
 ) -> None:
     """KILLing the exporter's connection server-side, repeatedly: it reconnects, counts stay."""
-    exporter = db_exporter(tmp_path, tasks_db)
+    exporter = exporters.on_db(tmp_path, tasks_db)
     try:
         seen: set[int] = set()
         for _ in range(5):
@@ -135,11 +137,13 @@ def test_killed_connection_is_replaced_without_a_failed_collection(
         exporter.stop()
 
 
-def test_locked_table_times_out_while_scrapes_stay_fast(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_locked_table_times_out_while_scrapes_stay_fast(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
+) -> None:
     """A table locked by another session: the query is cut off at the timeout, the next attempts
     back off (4 s, then 8 s at a 2 s interval), scrapes stay fast, there is never more than one
     exporter connection, and it recovers on unlock at the next attempt."""
-    exporter = db_exporter(tmp_path, tasks_db, interval="2s", timeout="1s")
+    exporter = exporters.on_db(tmp_path, tasks_db, interval="2s", timeout="1s")
     locker = tasks_db.server.connect(database=tasks_db.database)
     try:
         with locker.cursor() as cur:
@@ -172,10 +176,12 @@ def test_locked_table_times_out_while_scrapes_stay_fast(tmp_path: Path, tasks_db
         exporter.stop()
 
 
-def test_slow_query_is_cut_off_by_the_server(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_slow_query_is_cut_off_by_the_server(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
+) -> None:
     """A query slower than the timeout is killed server-side at the timeout, again and again:
     scrapes stay fast, no second query ever runs beside the first, nothing is left running."""
-    exporter = db_exporter(
+    exporter = exporters.on_db(
         tmp_path,
         tasks_db,
         ready=False,
@@ -213,12 +219,12 @@ def test_slow_query_is_cut_off_by_the_server(tmp_path: Path, tasks_db: TasksDB) 
 
 
 def test_frozen_server_is_cut_off_by_the_client_timeout(
-    tmp_path: Path, private_tasks_db: TasksDB
+    exporters: Exporters, tmp_path: Path, private_tasks_db: TasksDB
 ) -> None:
     """A server that stops answering (SIGSTOP): the client timeout fires, scrapes stay fast,
     and collections recover once it answers again."""
     db = private_tasks_db
-    exporter = db_exporter(tmp_path, db, interval="2s", timeout="1s")
+    exporter = exporters.on_db(tmp_path, db, interval="2s", timeout="1s")
     db.server.pause()
     try:
         wait_up(exporter, 0, timeout=8)
@@ -238,11 +244,13 @@ def test_frozen_server_is_cut_off_by_the_client_timeout(
         exporter.stop()
 
 
-def test_password_changed_under_it_then_back(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_password_changed_under_it_then_back(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
+) -> None:
     """The password changed on the server: the open session goes on counting (passwords are
     checked at login); once it is cut, every login is refused, logged once with the server's
     reason; the password changed back, the counts return without a restart."""
-    exporter = db_exporter(tmp_path, tasks_db)
+    exporter = exporters.on_db(tmp_path, tasks_db)
     user = f"'{tasks_db.user}'@'127.0.0.1'"
     try:
         tasks_db.server.execute(f"ALTER USER {user} IDENTIFIED BY 'rotated-elsewhere'")
@@ -280,11 +288,11 @@ def test_password_changed_under_it_then_back(tmp_path: Path, tasks_db: TasksDB) 
     ids=["grant revoked", "table renamed"],
 )
 def test_broken_then_healed_without_restart(
-    tmp_path: Path, tasks_db: TasksDB, breaks: str, heals: str, reason: str
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB, breaks: str, heals: str, reason: str
 ) -> None:
     """Grant revoked or table renamed away: the failure is logged once per reason, not per
     interval; put right, the counts return without a restart."""
-    exporter = db_exporter(tmp_path, tasks_db)
+    exporter = exporters.on_db(tmp_path, tasks_db)
     names = {
         "table": tasks_db.qualified_table,
         "db": f"`{tasks_db.database}`",
@@ -309,14 +317,16 @@ def test_broken_then_healed_without_restart(
 
 
 def test_silent_network_is_cut_off_by_the_client_timeout(
-    tmp_path: Path, tasks_db: TasksDB, figure: Callable[[str], None]
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB, figure: Callable[[str], None]
 ) -> None:
     """The database reachable but every packet lost (a proxy that stops forwarding): each
     collection ends at the client-side timeout, scrapes stay fast, no thread, descriptor or
     connection piles up, the counts return once packets flow, and a stop never hangs."""
     timeout, grace = 0.5, 0.5  # the client's read timeout trails `timeout` by 0.5 s
     with SilentProxy(tasks_db.server.port) as proxy:
-        exporter = db_exporter(tmp_path, tasks_db, port=proxy.port, interval="1s", timeout="0.5s")
+        exporter = exporters.on_db(
+            tmp_path, tasks_db, port=proxy.port, interval="1s", timeout="0.5s"
+        )
         try:
             before = exporter.stats()
 
@@ -372,7 +382,7 @@ def test_silent_network_is_cut_off_by_the_client_timeout(
 
 
 def test_a_thousand_failed_collections_in_a_row_leak_nothing(
-    tmp_path: Path, private_tasks_db: TasksDB, figure: Callable[[str], None]
+    exporters: Exporters, tmp_path: Path, private_tasks_db: TasksDB, figure: Callable[[str], None]
 ) -> None:
     """1,000 failed collections in a row (table renamed away, then the password changed):
     descriptors, threads and database connections stay flat, each collection opens one
@@ -381,7 +391,7 @@ def test_a_thousand_failed_collections_in_a_row_leak_nothing(
     db = private_tasks_db  # private: the server-wide connection counters are this test's own
     # As fast as collections go (each opens a connection); the timeout, though never needed,
     # leaves room for a statement slowed by a loaded machine, which would be a third reason.
-    exporter = db_exporter(tmp_path, db, interval="30ms", timeout="25ms")
+    exporter = exporters.on_db(tmp_path, db, interval="30ms", timeout="25ms")
     user = f"'{db.user}'@'127.0.0.1'"
     try:
 

@@ -21,8 +21,6 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-import landing
-from conftest import TasksDB, make_tasks_db
 from exporter.collect import CollectionLoop, Snapshot
 from exporter.config import (
     CollectionConfig,
@@ -37,9 +35,8 @@ from exporter.metrics.registry import Metrics
 from exporter.sources.mysql import MySQLSource
 from exporter.web import Routes
 from exporter.web.page import render
-from landing import Element
-from mariadb import MariaDB
-from support import (
+from testing import landing_page as landing
+from testing.exporter_process import (
     Exporter,
     db_source_config,
     free_port,
@@ -48,6 +45,9 @@ from support import (
     task_counts,
     write_secret,
 )
+from testing.landing_page import Element
+from testing.mariadb_server import MariaDB
+from testing.tasks_table import TasksDB, make_tasks_db
 
 pytestmark = pytest.mark.robustness
 

@@ -13,19 +13,20 @@ from pathlib import Path
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-from conftest import TasksDB
-from load import Failure, Scrape, describe, percentiles, scrape_concurrently
-from support import (
+from testing import unwelcome_clients
+from testing.exporter_process import (
     DEMO_COUNTS,
     Exporter,
+    Exporters,
     collections,
-    db_exporter,
     lines_matching,
     parse_metrics,
     task_counts,
     value,
     wait_for,
 )
+from testing.scrape_load import Failure, Scrape, describe, percentiles, scrape_concurrently
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.robustness
 
@@ -67,7 +68,11 @@ def _right_after_a_collection(exporter: Exporter, db: TasksDB) -> tuple[float, i
 @pytest.mark.mariadb
 @pytest.mark.parametrize("every", [None, 1.0], ids=["back to back", "each once a second"])
 def test_200_concurrent_scrapers_get_valid_answers_and_cost_no_query(
-    tmp_path: Path, private_tasks_db: TasksDB, every: float | None, figure: Callable[[str], None]
+    exporters: Exporters,
+    tmp_path: Path,
+    private_tasks_db: TasksDB,
+    every: float | None,
+    figure: Callable[[str], None],
 ) -> None:
     """200 concurrent keep-alive scrapers for 5 s, back to back or each once a second, half
     asking as Prometheus does (OpenMetrics, gzip): every response is complete and valid with
@@ -75,7 +80,7 @@ def test_200_concurrent_scrapers_get_valid_answers_and_cost_no_query(
     per collection, no more."""
     db = private_tasks_db
     interval, seconds = 1.0, 5.0
-    exporter = db_exporter(
+    exporter = exporters.on_db(
         tmp_path, db, interval="1s", timeout="0.5s", extra_web="max_connections = 400"
     )
     try:
@@ -129,20 +134,20 @@ def _timed_scrapes(exporter: Exporter, n: int, every: float) -> list[float]:
 
 
 def test_held_connections_and_a_refused_flood_leave_a_scraper_its_usual_latency(
-    tmp_path: Path, figure: Callable[[str], None]
+    exporters: Exporters, tmp_path: Path, figure: Callable[[str], None]
 ) -> None:
     """300 silent, 100 byte-trickling and 100 idle kept-alive connections from an allowed
     address, and a flood of connections from a refused one: a normal scraper keeps getting
     valid answers within its usual latency, every refused connection is counted and logged
     once, the held connections all stay open, and no thread is added for them."""
     config = '[web]\nallow = ["127.0.0.1/32"]\nmax_connections = 1000\nrequest_timeout = "60s"\n'
-    exporter = Exporter(tmp_path, config, "--demo").start(ready=True)
+    exporter = exporters(tmp_path, config, "--demo").start(ready=True)
     attack: subprocess.Popen[str] | None = None
     try:
         usual = _timed_scrapes(exporter, 100, every=0.03)
         before = exporter.stats()
         attack = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "attack.py"), str(exporter.port),
+            [sys.executable, str(unwelcome_clients.__file__), str(exporter.port),
              "--idle", "300", "--trickle", "100", "--kept", "100",
              "--flood-from", "127.0.0.2", "--rate", str(FLOOD_RATE)],
             stdin=subprocess.PIPE,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import subprocess
 import time
@@ -15,7 +14,8 @@ from exporter.config import CollectionConfig, TasksConfig, Window
 from exporter.log import Logger
 from exporter.sources.demo import SCHEMA
 from exporter.sources.sqlite import SQLiteSource
-from support import Exporter, parse_metrics, run_cli, value, wait_for
+from testing.exporter_process import Exporters, parse_metrics, run_cli, value, wait_for
+from testing.prometheus_server import promtool
 
 
 def _database(path: Path, rows: list[tuple[str, str | None]]) -> Path:
@@ -33,13 +33,13 @@ def _config(path: Path, tasks: str = "") -> str:
     )
 
 
-def test_counts_follow_an_application_sqlite_file(tmp_path: Path) -> None:
+def test_counts_follow_an_application_sqlite_file(exporters: Exporters, tmp_path: Path) -> None:
     """A SQLite tasks table is counted like MySQL's, and changes show at the next interval."""
     db = _database(
         tmp_path / "app.db",
         [("a", "Success"), ("b", "Success"), ("c", "Pending"), ("d", None), ("e", "Retry")],
     )
-    exporter = Exporter(tmp_path, _config(db)).start(ready=True)
+    exporter = exporters(tmp_path, _config(db)).start(ready=True)
     try:
         assert exporter.counts() == {"Success": 2, "Pending": 1, "Failed": 0, "NULL": 1, "Retry": 1}
         with sqlite3.connect(db) as conn:
@@ -65,10 +65,10 @@ def test_filter_and_schema_qualified_table(tmp_path: Path) -> None:
     assert 'tasks_exporter_tasks{status="Success"} 0.0' in result.stdout
 
 
-def test_missing_file_fails_clearly_then_recovers(tmp_path: Path) -> None:
+def test_missing_file_fails_clearly_then_recovers(exporters: Exporters, tmp_path: Path) -> None:
     """A database file that does not exist yet: up=0 with the reason; once created, counted."""
     db = tmp_path / "later.db"
-    exporter = Exporter(tmp_path, _config(db)).start()
+    exporter = exporters(tmp_path, _config(db)).start()
     try:
         wait_for(lambda: "does not exist" in exporter.log(), timeout=5, what="the reason")
         assert value(exporter.scrape(), "tasks_exporter_up") == 0
@@ -78,11 +78,11 @@ def test_missing_file_fails_clearly_then_recovers(tmp_path: Path) -> None:
         exporter.stop()
 
 
-def test_the_exporter_never_writes_to_the_file(tmp_path: Path) -> None:
+def test_the_exporter_never_writes_to_the_file(exporters: Exporters, tmp_path: Path) -> None:
     """The file is opened read-only: after collections its bytes and mtime are unchanged."""
     db = _database(tmp_path / "app.db", [("a", "Success")])
     before = (db.read_bytes(), db.stat().st_mtime_ns)
-    exporter = Exporter(tmp_path, _config(db)).start(ready=True)
+    exporter = exporters(tmp_path, _config(db)).start(ready=True)
     try:
         wait_for(
             lambda: (
@@ -168,7 +168,9 @@ def test_oldest_times_window_and_kinds_on_sqlite(tmp_path: Path) -> None:
         assert tomorrow.series == (), column  # no kind has tasks today: no series at all
 
 
-def test_promtool_lints_the_time_window_and_kind_metrics(tmp_path: Path) -> None:
+def test_promtool_lints_the_time_window_and_kind_metrics(
+    exporters: Exporters, tmp_path: Path
+) -> None:
     """With time_column, window and label_columns, a live scrape passes `promtool check metrics`
     and holds the oldest time per status and kind, the window start and the effective interval."""
     now = int(time.time())
@@ -185,15 +187,13 @@ def test_promtool_lints_the_time_window_and_kind_metrics(tmp_path: Path) -> None
         )
     conn.close()
     tasks = 'time_column = "created_at"\nwindow = "1h"\nlabel_columns = { queue = "task_queue" }'
-    exporter = Exporter(tmp_path, _config(path, tasks)).start(ready=True)
+    exporter = exporters(tmp_path, _config(path, tasks)).start(ready=True)
     try:
         body = exporter.get("/metrics").body
     finally:
         exporter.stop()
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool missing: apt-get install prometheus"
     result = subprocess.run(
-        [promtool, "check", "metrics"], input=body, capture_output=True, check=False
+        [promtool(), "check", "metrics"], input=body, capture_output=True, check=False
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
     samples = parse_metrics(body.decode())

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TasksDB
 from exporter.cli import EXIT_CONFIG
-from support import (
-    Exporter,
+from testing.exporter_process import (
+    Exporters,
     free_port,
     get,
     lines_matching,
@@ -27,6 +26,7 @@ from support import (
     wait_for,
     write_secret,
 )
+from testing.tasks_table import TasksDB
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 SERVICE, SOCKET, DEFAULTS = (
@@ -274,6 +274,7 @@ def test_systemd_socket_with_a_listen_address_is_refused(tmp_path: Path) -> None
 
 
 def test_systemd_is_told_when_the_exporter_is_ready_reloading_and_stopping(
+    exporters: Exporters,
     tmp_path: Path,
 ) -> None:
     """Type=notify: READY=1 once it serves, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1."""
@@ -281,7 +282,7 @@ def test_systemd_is_told_when_the_exporter_is_ready_reloading_and_stopping(
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(str(path))
         notify.settimeout(10)
-        exporter = Exporter(tmp_path / "run", "", "--demo")
+        exporter = exporters(tmp_path / "run", "", "--demo")
         exporter.start(env={"NOTIFY_SOCKET": str(path)})
         assert notify.recv(256) == b"READY=1"
         assert get(exporter.host, exporter.port, "/-/healthy").status == 200

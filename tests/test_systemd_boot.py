@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import container
 import pytest
 from test_install import REPO, Moved, guide_blocks
 
-from conftest import SEED
-from support import parse_metrics, task_counts, value, wait_for
+from testing import systemd_container as container
+from testing.exporter_process import parse_metrics, task_counts, value, wait_for
+from testing.tasks_table import SEED
 
 if (why := container.unavailable()) is not None:
     pytest.skip(why, allow_module_level=True)  # one line for the module, not one per test

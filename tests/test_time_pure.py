@@ -23,7 +23,7 @@ from exporter.sources.source import (
     unix_time,
     window_bounds,
 )
-from support import run_cli, write_secret
+from testing.exporter_process import run_cli, write_secret
 
 
 def _at(text: str) -> float:

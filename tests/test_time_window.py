@@ -12,13 +12,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import TasksDB
 from exporter.collect import CollectionLoop, Snapshot
 from exporter.config import CollectionConfig, TasksConfig, Window
 from exporter.log import Logger
 from exporter.metrics.collectors import families
 from exporter.sources.mysql import MySQLSource
-from support import db_exporter, db_source_config, parse_metrics, value
+from testing.exporter_process import Exporters, db_source_config, parse_metrics, value
+from testing.tasks_table import TasksDB
 
 pytestmark = pytest.mark.mariadb
 
@@ -224,7 +224,9 @@ def _kinds_table(db: TasksDB) -> tuple[str, ...]:
     return _time_table(db, "kinds")
 
 
-def test_kinds_are_labelled_capped_and_zero_filled(tmp_path: Path, tasks_db: TasksDB) -> None:
+def test_kinds_are_labelled_capped_and_zero_filled(
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
+) -> None:
     """label_columns adds a label per kind; beyond max_kinds the rarest kinds are summed under
     "other"; every kind with tasks shows every expected status, 0 when absent."""
     table = _kinds_table(tasks_db)
@@ -236,7 +238,7 @@ def test_kinds_are_labelled_capped_and_zero_filled(tmp_path: Path, tasks_db: Tas
             " VALUES (%s, %s, %s)",
             [(status, queue, 1000 + i) for i in range(n)],
         )
-    exporter = db_exporter(
+    exporter = exporters.on_db(
         tmp_path,
         tasks_db,
         extra_tasks=(
@@ -274,7 +276,7 @@ def test_kinds_are_labelled_capped_and_zero_filled(tmp_path: Path, tasks_db: Tas
 
 
 def test_hostile_values_in_label_columns_come_out_exactly(
-    tmp_path: Path, tasks_db: TasksDB
+    exporters: Exporters, tmp_path: Path, tasks_db: TasksDB
 ) -> None:
     """Quotes, backslashes, newlines, unicode, markup, empty and NULL kinds: valid exposition,
     each value exactly as stored (NULL as null_status)."""
@@ -292,7 +294,7 @@ def test_hostile_values_in_label_columns_come_out_exactly(
         f"INSERT INTO `{table[0]}`.`{table[1]}` (task_status, task_queue) VALUES ('Pending', %s)",
         [(q,) for q in [*hostile, None]],
     )
-    exporter = db_exporter(
+    exporter = exporters.on_db(
         tmp_path,
         tasks_db,
         extra_tasks=f'table = "{table[0]}.{table[1]}"\nlabel_columns = {{ queue = "task_queue" }}',

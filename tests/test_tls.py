@@ -22,9 +22,18 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from pki import CA, Cert
-from prometheus import Prometheus
-from support import Exporter, Reply, get, lines_matching, parse_metrics, task_counts, wait_for
+from testing.certificates import CA, Cert
+from testing.exporter_process import (
+    Exporter,
+    Exporters,
+    Reply,
+    get,
+    lines_matching,
+    parse_metrics,
+    task_counts,
+    wait_for,
+)
+from testing.prometheus_server import Prometheus
 
 REPO = Path(__file__).resolve().parent.parent
 COST = 10  # the example's cost: ~50 ms of bcrypt here
@@ -256,14 +265,14 @@ def _mapped(exporter: Exporter, library: str) -> bool:
 
 
 def test_yaml_and_bcrypt_are_loaded_only_with_a_web_config_file(
-    secure: Secure, tmp_path: Path
+    exporters: Exporters, secure: Secure, tmp_path: Path
 ) -> None:
     """PyYAML's and bcrypt's native code is in memory only in an exporter given a web config
     file (it checked a password); one without a file never loads them."""
     assert secure.exporter.get("/-/healthy").status == 200
     assert _mapped(secure.exporter, "/yaml/_yaml.")
     assert _mapped(secure.exporter, "/bcrypt/_bcrypt.")
-    plain = Exporter(tmp_path, "", "--demo").start(ready=True)
+    plain = exporters(tmp_path, "", "--demo").start(ready=True)
     try:
         assert plain.get("/metrics").status == 200
         assert not _mapped(plain, "/yaml/_yaml.")
@@ -282,7 +291,7 @@ def test_every_page_needs_credentials(secure: Secure) -> None:
 
 
 def test_handshakes_cut_off_at_the_request_timeout_free_their_slot(
-    tmp_path: Path, pki: PKI
+    exporters: Exporters, tmp_path: Path, pki: PKI
 ) -> None:
     """Clients that start a TLS handshake and stall are cut off at request_timeout, and their
     connections no longer count: a scraper afterwards closes no one to get a slot."""
@@ -291,7 +300,7 @@ def test_handshakes_cut_off_at_the_request_timeout_free_their_slot(
         f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n",
         encoding="utf-8",
     )
-    exporter = Exporter(
+    exporter = exporters(
         tmp_path, '[web]\nmax_connections = 2\nrequest_timeout = "0.5s"\n', "--demo",
         "--web.config.file", str(web), "--log.level", "debug", ssl_context=client_context(pki),
     ).start(ready=True)  # fmt: skip
@@ -433,7 +442,9 @@ def _presented(port: int, pki: PKI) -> str:
         conn.close()
 
 
-def test_users_and_certificates_change_without_a_restart(tmp_path: Path, pki: PKI) -> None:
+def test_users_and_certificates_change_without_a_restart(
+    exporters: Exporters, tmp_path: Path, pki: PKI
+) -> None:
     """Editing the web config file changes the users, and replacing the certificate files
     changes the certificate, for new connections within about a second; an invalid edit is
     logged once and the last valid configuration stays in force."""
@@ -442,7 +453,7 @@ def test_users_and_certificates_change_without_a_restart(tmp_path: Path, pki: PK
     web = tmp_path / "web.yml"
     tls = "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n"
     _atomic_write(web, f"{tls}basic_auth_users:\n  alice: '{_hash('one', 4)}'\n")
-    exporter = Exporter(
+    exporter = exporters(
         tmp_path, "", "--demo", "--web.config.file", str(web),
         ssl_context=client_context(pki), auth=("alice", "one"),
     ).start(ready=True)  # fmt: skip
@@ -498,7 +509,7 @@ def test_users_and_certificates_change_without_a_restart(tmp_path: Path, pki: PK
 
 
 def test_prometheus_scrapes_over_tls_with_basic_auth_using_the_example(
-    tmp_path: Path, pki: PKI
+    exporters: Exporters, tmp_path: Path, pki: PKI
 ) -> None:
     """A real Prometheus scrapes the exporter configured with examples/web-config.yml (only
     the placeholder hash replaced, certificate files where it names them): up is 1 and the
@@ -512,7 +523,7 @@ def test_prometheus_scrapes_over_tls_with_basic_auth_using_the_example(
     )
     shutil.copy(pki.server.cert, tmp_path / "tasks_exporter.crt")
     shutil.copy(pki.server.key, tmp_path / "tasks_exporter.key")
-    exporter = Exporter(
+    exporter = exporters(
         tmp_path / "exporter", "", "--demo", "--web.config.file", str(tmp_path / "web-config.yml"),
         ssl_context=client_context(pki), auth=("prometheus", password),
     ).start(ready=True)  # fmt: skip
@@ -600,6 +611,7 @@ def test_tls12_offers_only_aead_cipher_suites_by_default(tls_only: Exporter, pki
 
 
 def _serve(
+    exporters: Exporters,
     workdir: Path,
     pki: PKI,
     web_text: str,
@@ -613,7 +625,7 @@ def _serve(
     web = workdir / "web.yml"
     web.write_text(web_text, encoding="utf-8")
     web.chmod(0o600)  # it may hold a key inline
-    return Exporter(
+    return exporters(
         workdir, config, "--demo", "--web.config.file", str(web), "--log.level", "debug",
         ssl_context=client_context(pki, client) if tls else None,
     ).start()  # fmt: skip
@@ -635,7 +647,7 @@ GCM128, GCM256, CHACHA, CBC128 = (
 
 
 def test_cipher_suites_are_the_listed_ones_in_the_servers_order_unless_told_otherwise(
-    tmp_path: Path, pki: PKI
+    exporters: Exporters, tmp_path: Path, pki: PKI
 ) -> None:
     """With cipher_suites (Go's names), TLS 1.2 offers exactly those, a CBC one included when
     listed; the server's order wins, and the client's once prefer_server_cipher_suites is
@@ -645,7 +657,7 @@ def test_cipher_suites_are_the_listed_ones_in_the_servers_order_unless_told_othe
         " TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,"
         " TLS_AES_128_GCM_SHA256]\n"
     )
-    exporter = _serve(tmp_path, pki, _server_tls(pki, suites))
+    exporter = _serve(exporters, tmp_path, pki, _server_tls(pki, suites))
     try:
         port = exporter.port
         for cipher in (GCM128, CHACHA, CBC128):
@@ -695,10 +707,14 @@ def _curl_cipher(port: int, pki: PKI, ciphers: str) -> str | None:
     return match[1] if match and result.returncode == 0 else None
 
 
-def test_curve_preferences_limits_the_key_exchange_to_the_curve(tmp_path: Path, pki: PKI) -> None:
+def test_curve_preferences_limits_the_key_exchange_to_the_curve(
+    exporters: Exporters, tmp_path: Path, pki: PKI
+) -> None:
     """curve_preferences with one curve: clients offering it connect (TLS 1.2 and 1.3), a
     client offering only another curve cannot; openssl, curl and Python's ssl alike."""
-    exporter = _serve(tmp_path, pki, _server_tls(pki, "  curve_preferences: [CurveP384]\n"))
+    exporter = _serve(
+        exporters, tmp_path, pki, _server_tls(pki, "  curve_preferences: [CurveP384]\n")
+    )
     try:
         for version in ("-tls1_2", "-tls1_3"):
             # The client prefers P-256 (its certificate's curve, which TLS 1.2 needs listed).
@@ -723,7 +739,9 @@ def _pem(path: Path) -> str:
     return "|\n" + "".join(f"    {line}\n" for line in lines)
 
 
-def test_inline_certificate_key_and_client_ca_work_like_files(tmp_path: Path, pki: PKI) -> None:
+def test_inline_certificate_key_and_client_ca_work_like_files(
+    exporters: Exporters, tmp_path: Path, pki: PKI
+) -> None:
     """cert, key and client_ca given inline in the file serve TLS and verify client
     certificates as the _file forms do, for Python's ssl and curl alike."""
     web = (
@@ -731,7 +749,7 @@ def test_inline_certificate_key_and_client_ca_work_like_files(tmp_path: Path, pk
         f"  client_ca: {_pem(pki.clients_ca.cert)}"
         "  client_auth_type: RequireAndVerifyClientCert\n"
     )
-    exporter = _serve(tmp_path, pki, web, client=pki.client)
+    exporter = _serve(exporters, tmp_path, pki, web, client=pki.client)
     try:
         assert _presented_with(exporter.port, pki, pki.client) == pki.server.fingerprint()
         assert exporter.get("/metrics").status == 200
@@ -757,7 +775,7 @@ def _presented_with(port: int, pki: PKI, cert: Cert) -> str:
 
 
 def test_client_allowed_sans_lets_in_only_certificates_naming_an_allowed_san(
-    tmp_path: Path, pki: PKI
+    exporters: Exporters, tmp_path: Path, pki: PKI
 ) -> None:
     """With client_allowed_sans, a verified client certificate is let in only if one of its
     SANs (DNS, IP, e-mail or URI) is listed: others get no HTTP answer at all, with Python's
@@ -775,7 +793,7 @@ def test_client_allowed_sans_lets_in_only_certificates_naming_an_allowed_san(
         f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {ca.cert}\n"
         "  client_allowed_sans: [scraper.example, '2001:db8::7', 'spiffe://example/prom']\n"
     )
-    exporter = _serve(
+    exporter = _serve(exporters,
         tmp_path / "exporter", pki, _server_tls(pki, extra), client=named["dns"],
         config="[web]\nmax_connections = 2\n",
     )  # fmt: skip
@@ -806,12 +824,14 @@ def test_client_allowed_sans_lets_in_only_certificates_naming_an_allowed_san(
 
 
 def test_rate_limit_answers_429_beyond_the_burst_for_all_clients_together(
-    tmp_path: Path, pki: PKI
+    exporters: Exporters, tmp_path: Path, pki: PKI
 ) -> None:
     """rate_limit lets `burst` requests through at once, answers 429 Too Many Requests beyond
     it, from any client address (one bucket, as the toolkit), and one more request per
     interval after that."""
-    exporter = _serve(tmp_path, pki, "rate_limit:\n  interval: 500ms\n  burst: 3\n", tls=False)
+    exporter = _serve(
+        exporters, tmp_path, pki, "rate_limit:\n  interval: 500ms\n  burst: 3\n", tls=False
+    )
     time.sleep(1.6)  # the start-up checks took tokens: let the bucket fill again
 
     def status(source: str) -> int:
@@ -874,12 +894,14 @@ def test_default_tls12_suites_with_curl_and_python(tls_only: Exporter, pki: PKI)
         assert _python_tls(tls_only.port, context) == (cipher if aead else None)
 
 
-def test_min_and_max_version_bound_what_clients_may_speak(tmp_path: Path, pki: PKI) -> None:
+def test_min_and_max_version_bound_what_clients_may_speak(
+    exporters: Exporters, tmp_path: Path, pki: PKI
+) -> None:
     """min_version TLS13 refuses a TLS 1.2-only client; max_version TLS12 refuses a TLS
     1.3-only one; openssl, curl and Python's ssl alike."""
     for bound, allowed, refused in (("min_version: TLS13", "1.3", "1.2"),
                                     ("max_version: TLS12", "1.2", "1.3")):  # fmt: skip
-        exporter = _serve(tmp_path / bound[:3], pki, _server_tls(pki, f"  {bound}\n"))
+        exporter = _serve(exporters, tmp_path / bound[:3], pki, _server_tls(pki, f"  {bound}\n"))
         try:
             flag = {"1.2": "-tls1_2", "1.3": "-tls1_3"}
             assert (handshake(exporter.port, pki, flag[allowed]) or {}).get(
@@ -899,7 +921,7 @@ def test_min_and_max_version_bound_what_clients_may_speak(tmp_path: Path, pki: P
 
 
 def test_verify_client_cert_if_given_lets_in_no_certificate_but_not_a_bad_one(
-    tmp_path: Path, pki: PKI
+    exporters: Exporters, tmp_path: Path, pki: PKI
 ) -> None:
     """VerifyClientCertIfGiven: a client without a certificate is served, one with a
     certificate from the trusted CA too, one with a certificate from another CA is refused in
@@ -907,7 +929,7 @@ def test_verify_client_cert_if_given_lets_in_no_certificate_but_not_a_bad_one(
     extra = (
         f"  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: {pki.clients_ca.cert}\n"
     )
-    exporter = _serve(tmp_path, pki, _server_tls(pki, extra))
+    exporter = _serve(exporters, tmp_path, pki, _server_tls(pki, extra))
     try:
         secure = Secure(exporter, pki, {})
         for cert, expected in (("none", 200), ("client", 200), ("rogue", None)):

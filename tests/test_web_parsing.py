@@ -9,7 +9,7 @@ import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from exporter.web.parsing import MAX_HEADERS, Request, parse_head
+from exporter.web.parsing import MAX_HEADERS, Request, _path, parse_head
 
 _TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _TOKEN = st.text(alphabet=_TCHAR, min_size=1, max_size=12)
@@ -200,6 +200,22 @@ def test_keep_alive_follows_the_version_and_connection_header() -> None:
     assert keep(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
     assert not keep(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
     assert keep(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        ("/metrics", "/metrics"),
+        ("/metrics?x=1", "/metrics"),
+        ("http://host:1/metrics?x", "/metrics"),
+        ("http://host", "/"),
+        ("*", None),
+        ("metrics", None),
+    ],
+)
+def test_request_target_path(target: str, path: str | None) -> None:
+    """The path is taken from origin- or absolute-form targets, without the query."""
+    assert _path(target) == path
 
 
 def test_a_repeated_head_is_parsed_once_into_a_request_nobody_can_change() -> None:

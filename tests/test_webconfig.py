@@ -25,8 +25,9 @@ from exporter.web.security.webconfig import (
     allowed_sans,
     read_web_security,
 )
-from pki import CA, Cert
-from support import Exporter, lines_matching, run_cli, wait_for
+from testing.certificates import CA, Cert
+from testing.exporter_process import Exporters, lines_matching, run_cli, wait_for
+from testing.prometheus_server import promtool
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "web-config.yml"
@@ -34,12 +35,8 @@ PLACEHOLDER = "$2y$10$THIS.IS.A.PLACEHOLDER.REPLACE.IT.WITH.YOUR.OWN.HASH.."
 
 
 def promtool_check(path: Path) -> subprocess.CompletedProcess[str]:
-    promtool = shutil.which("promtool")
-    assert promtool, (
-        "promtool missing: run `scripts/dev test` as root, or apt-get install prometheus"
-    )
     return subprocess.run(
-        [promtool, "check", "web-config", str(path)],
+        [promtool(), "check", "web-config", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -392,6 +389,7 @@ def test_every_problem_is_reported_at_once_under_the_flag(tmp_path: Path) -> Non
 
 
 def test_a_header_edited_to_non_ascii_is_refused_and_the_previous_one_keeps_serving(
+    exporters: Exporters,
     tmp_path: Path,
 ) -> None:
     """A typographic quote pasted into a header value is refused by --config.check and, in the
@@ -400,7 +398,7 @@ def test_a_header_edited_to_non_ascii_is_refused_and_the_previous_one_keeps_serv
     web = tmp_path / "web.yml"
     good = "http_server_config:\n  headers:\n    Content-Security-Policy: \"default-src 'none'\"\n"
     web.write_text(good, encoding="utf-8")
-    exporter = Exporter(tmp_path, "", "--demo", "--web.config.file", str(web)).start(ready=True)
+    exporter = exporters(tmp_path, "", "--demo", "--web.config.file", str(web)).start(ready=True)
     try:
         assert exporter.get("/metrics").headers["content-security-policy"] == "default-src 'none'"
         pasted = good.replace("'none'", "\u2018none\u2019")

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,7 +23,7 @@ from exporter.secret import Secret
 from exporter.sources.demo import SEED
 
 if TYPE_CHECKING:
-    from conftest import TasksDB
+    from testing.tasks_table import TasksDB
 
 T = TypeVar("T")
 
@@ -119,10 +119,6 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
-# Every exporter started, in order: the suite kills those a test leaves running (conftest).
-STARTED: list[Exporter] = []
-
-
 class Exporter:
     """The exporter as its users run it: `python -m exporter` with a config file and flags."""
 
@@ -165,8 +161,11 @@ class Exporter:
                 cwd=self.workdir,
                 env={**os.environ, **(env or {})},
             )
-        STARTED.append(self)
-        wait_for(self._answers, timeout=15, what=f"exporter on {self.listen}\n{self.log()}")
+        try:
+            wait_for(self._answers, timeout=15, what=f"exporter on {self.listen}\n{self.log()}")
+        except BaseException:
+            self.kill()  # one that never answered is not left running
+            raise
         if ready:
             self.wait_ready()
         return self
@@ -376,10 +375,35 @@ def db_source_config(db: TasksDB) -> DatabaseConfig:
     )
 
 
-def db_exporter(
-    tmp_path: Path, db: TasksDB, *, ready: bool = True, port: int | None = None, **kwargs: str
-) -> Exporter:
-    return Exporter(tmp_path, db_config(tmp_path, db, port=port, **kwargs)).start(ready=ready)
+class Exporters:
+    """The exporters a test makes: `close` kills those still running (the `exporters` fixture
+    calls it after the test), so none is left listening and trying its database."""
+
+    def __init__(self) -> None:
+        self._made: list[Exporter] = []
+
+    def __call__(self, workdir: Path, config: str = "", *args: str, **kwargs: Any) -> Exporter:
+        """An exporter, not started yet: the arguments are `Exporter`'s."""
+        exporter = Exporter(workdir, config, *args, **kwargs)
+        self._made.append(exporter)
+        return exporter
+
+    def on_db(
+        self,
+        tmp_path: Path,
+        db: TasksDB,
+        *,
+        ready: bool = True,
+        port: int | None = None,
+        **kwargs: str,
+    ) -> Exporter:
+        """An exporter started on `db`'s tasks table (`db_config` takes the settings)."""
+        return self(tmp_path, db_config(tmp_path, db, port=port, **kwargs)).start(ready=ready)
+
+    def close(self) -> None:
+        for exporter in self._made:
+            exporter.kill()
+        self._made.clear()
 
 
 def table_counts(db: TasksDB) -> dict[str, int]:

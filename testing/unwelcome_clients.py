@@ -1,6 +1,7 @@
 """Unwelcome clients for the load tests, in a process of their own (so not sharing the test's GIL).
 
-    python tests/attack.py PORT --idle N --trickle N --kept N --flood-from ADDRESS --rate N
+    python testing/unwelcome_clients.py PORT --idle N --trickle N --kept N \
+        --flood-from ADDRESS --rate N
 
 Opens N silent connections, N that trickle a never-ending request a byte at a time (one byte
 per connection every 0.1 s), and N kept-alive ones idle after one answered request, all from

@@ -9,16 +9,29 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from support import free_port, wait_for
+from testing.exporter_process import free_port, wait_for
+
+
+def tool(name: str) -> str:
+    """Where a program of Debian's prometheus package is (prometheus, promtool)."""
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(
+            f"{name} not found: install the Debian package prometheus"
+            " (scripts/dev test installs it when run as root)"
+        )
+    return found
+
+
+def promtool() -> str:
+    return tool("promtool")
 
 
 class Prometheus:
     """`prometheus` on a loopback port with a throw-away TSDB, scraping every second."""
 
     def __init__(self, workdir: Path, scrape_configs: str) -> None:
-        binary = shutil.which("prometheus")
-        assert binary, "prometheus missing: run `scripts/dev test` as root, or install prometheus"
-        self.binary = binary
+        self.binary = tool("prometheus")
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "prometheus.yml"

@@ -8,7 +8,6 @@ path. Its data lives in the test's tmp dir and it listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import time
@@ -18,28 +17,15 @@ from urllib.parse import urlencode
 
 import yaml
 
-from mariadb import _die_with_parent
-from support import free_port, get, wait_for
+from testing.exporter_process import free_port, get, wait_for
+from testing.mariadb_server import _die_with_parent
+from testing.prometheus_server import tool
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "prometheus" / "prometheus.yml"
 RULES = REPO / "prometheus" / "tasks_exporter.rules.yml"
 RULES_TEST = REPO / "prometheus" / "tasks_exporter.rules.test.yml"
 JOB = "tasks_exporter"
-
-
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(
-            f"{name} not found: install the Debian package prometheus"
-            " (scripts/dev test installs it when run as root)"
-        )
-    return found
-
-
-def promtool() -> str:
-    return _tool("promtool")
 
 
 def example_config(target: str, interval: float) -> dict[str, Any]:
@@ -74,7 +60,7 @@ class Prometheus:
             with self.log_path.open("ab") as log:
                 process = subprocess.Popen(
                     [
-                        _tool("prometheus"),
+                        tool("prometheus"),
                         f"--config.file={self.config_path}",
                         f"--storage.tsdb.path={self.workdir / 'data'}",
                         f"--web.listen-address={self.host}:{self.port}",

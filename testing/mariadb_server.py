@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pymysql
 import pymysql.cursors
 
-from support import free_port
+from testing.exporter_process import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
