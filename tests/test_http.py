@@ -41,17 +41,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
     exporter.stop()
 
 
-def _raw(port: int, data: bytes, *, host: str = "127.0.0.1", timeout: float = 5.0) -> bytes:
-    """Send bytes, return everything the server sends back until it closes or goes quiet."""
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
 def test_metrics_show_the_demo_counts(demo: Exporter) -> None:
     """/metrics serves the demo's counts per status, up=1, in the text format by default."""
     reply = demo.get("/metrics")
@@ -140,86 +129,6 @@ def test_start_line_says_where_it_listens_and_whom_it_allows(demo: Exporter) -> 
     assert f"listen=127.0.0.1:{demo.port}" in first
     assert "allow=127.0.0.0/8,::1/128" in first
     assert 'source="embedded demo database"' in first
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "status"),
-    [
-        ("GET", "/nope", 404),
-        ("POST", "/nope", 404),
-        ("POST", "/metrics", 405),
-        ("DELETE", "/", 405),
-        ("PUT", "/-/ready", 405),
-        ("OPTIONS", "/metrics", 405),
-    ],
-)
-def test_other_paths_404_other_methods_405(
-    demo: Exporter, method: str, path: str, status: int
-) -> None:
-    """Unknown paths are 404 and methods other than GET and HEAD are 405 with Allow."""
-    reply = demo.get(path, method=method)
-    assert reply.status == status
-    if status == 405:
-        assert reply.headers["allow"] == "GET, HEAD"
-
-
-def test_head_has_headers_and_no_body(demo: Exporter) -> None:
-    """HEAD /metrics gives the headers of GET, with a length, and no body."""
-    reply = demo.get("/metrics", method="HEAD")
-    assert reply.status == 200
-    assert int(reply.headers["content-length"]) > 0
-    assert reply.body == b""
-
-
-def test_keep_alive_serves_several_requests_on_one_connection(demo: Exporter) -> None:
-    """Pipelined keep-alive requests on one connection each get their answer, in order; a stray
-    empty line between requests is ignored."""
-    request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
-    last = b"\r\nGET /-/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"  # stray CRLF first
-    data = _raw(demo.port, request * 3 + last)
-    assert data.count(b"HTTP/1.1 200 OK") == 4
-    assert data.endswith(b"Ready.\n")
-
-
-def test_half_closed_client_gets_its_answer_and_the_connection_ends(demo: Exporter) -> None:
-    """A client that sends a keep-alive request and half-closes (nc -N) is answered, then closed."""
-    started = time.monotonic()
-    data = _raw(demo.port, b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
-    assert data.count(b"HTTP/1.1 200 OK") == 2
-    assert time.monotonic() - started < 1.0  # not held until the idle timeout
-
-
-@pytest.mark.parametrize(
-    ("request_bytes", "status"),
-    [
-        (b"GARBAGE\r\n\r\n", b"400"),
-        (b"GET /metrics HTTP/9.9\r\n\r\n", b"400"),
-        (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
-        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", b"414"),
-        (b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"b" * 20000 + b"\r\n\r\n", b"431"),
-        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 150 + b"\r\n", b"431"),
-        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)) + b"\r\n\r\n", b"400"),
-    ],
-)
-def test_malformed_requests_get_4xx_and_the_server_goes_on(
-    demo: Exporter, request_bytes: bytes, status: bytes
-) -> None:
-    """Broken, oversized or binary requests get a 4xx and a closed connection; serving goes on."""
-    data = _raw(demo.port, request_bytes)
-    assert data.startswith(b"HTTP/1.1 " + status), data[:80]
-    assert b"Connection: close" in data
-    assert demo.get("/-/healthy").status == 200
-    assert "Traceback" not in demo.log()
-
-
-def test_request_with_a_body_is_answered_then_closed(demo: Exporter) -> None:
-    """A request announcing a body is answered and the connection closed (no smuggling)."""
-    data = _raw(
-        demo.port,
-        b"GET /-/healthy HTTP/1.1\r\nContent-Length: 30\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n",
-    )
-    assert data.count(b"HTTP/1.1 ") == 1
-    assert b"Connection: close" in data
 
 
 def test_version_flag() -> None:
