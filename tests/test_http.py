@@ -301,60 +301,6 @@ def test_slow_clients_do_not_block_an_allowed_scraper(exporters: Exporters, tmp_
         exporter.stop()
 
 
-def test_trickling_client_is_cut_off_at_the_request_timeout(
-    exporters: Exporters, tmp_path: Path
-) -> None:
-    """A client that never completes its request is disconnected after web.request_timeout."""
-    exporter = exporters(tmp_path, '[web]\nrequest_timeout = "0.5s"\n', "--demo").start()
-    try:
-        with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
-            started = time.monotonic()
-            s.sendall(b"GET /metrics HTTP/1.1\r\n")
-            wait_for(lambda: s.recv(1) == b"", timeout=3, what="server to close")
-            assert 0.4 < time.monotonic() - started < 2.0
-    finally:
-        exporter.stop()
-
-
-def test_idle_keep_alive_then_trickle_gets_the_request_timeout(
-    exporters: Exporters, tmp_path: Path
-) -> None:
-    """After a served request, a new request that trickles in is cut at request_timeout too."""
-    exporter = exporters(
-        tmp_path, '[web]\nrequest_timeout = "0.5s"\nidle_timeout = "30s"\n', "--demo"
-    ).start()
-    try:
-        with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
-            s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert s.recv(4096).startswith(b"HTTP/1.1 200")
-            started = time.monotonic()
-            s.sendall(b"GET /metrics HTTP/1.1\r\n")
-            wait_for(lambda: s.recv(1) == b"", timeout=3, what="server to close")
-            assert time.monotonic() - started < 2.0
-    finally:
-        exporter.stop()
-
-
-def test_each_request_restarts_the_idle_timeout(exporters: Exporters, tmp_path: Path) -> None:
-    """A keep-alive scraper that keeps asking stays connected past idle_timeout; once it
-    stops, the connection is closed idle_timeout after its last answer."""
-    exporter = exporters(tmp_path, '[web]\nidle_timeout = "0.6s"\n', "--demo").start()
-    request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
-    try:
-        with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as s:
-            for _ in range(6):  # 1.5 s of requests, 0.25 s apart
-                s.sendall(request)
-                assert s.recv(4096).startswith(b"HTTP/1.1 200")
-                time.sleep(0.25)
-            s.sendall(request)
-            assert s.recv(4096).startswith(b"HTTP/1.1 200")
-            answered = time.monotonic()
-            wait_for(lambda: s.recv(1) == b"", timeout=3, what="server to close")
-            assert 0.5 < time.monotonic() - answered < 1.5
-    finally:
-        exporter.stop()
-
-
 def test_once_on_the_demo_prints_counts_and_leaves_nothing_behind(tmp_path: Path) -> None:
     """--once --demo prints the counts of the demo's window (today: yesterday's tasks are left
     out) and removes its temporary database."""
