@@ -215,21 +215,6 @@ def _answer_to(source: str, port: int) -> bytes:
             return b""
 
 
-def test_refused_client_gets_nothing_and_is_counted(exporters: Exporters, tmp_path: Path) -> None:
-    """A client outside the allowlist (127.0.0.2) is closed at once with no byte sent; counted."""
-    exporter = exporters(tmp_path, '[web]\nallow = ["127.0.0.1/32"]\n', "--demo").start(ready=True)
-    try:
-        for _ in range(3):
-            assert _answer_to("127.0.0.2", exporter.port) == b""
-        samples = exporter.scrape()
-        assert value(samples, "tasks_exporter_allowlist_refused_connections_total") == 3
-        refusals = [line for line in exporter.log().splitlines() if "refused by allowlist" in line]
-        assert len(refusals) == 1  # logged once per address, not once per connection
-        assert "client=127.0.0.2" in refusals[0]
-    finally:
-        exporter.stop()
-
-
 def test_dual_stack_listener_matches_ipv4_clients_as_ipv4(
     exporters: Exporters, tmp_path: Path
 ) -> None:
@@ -246,6 +231,8 @@ def test_dual_stack_listener_matches_ipv4_clients_as_ipv4(
         assert _answer_to("127.0.0.2", port) == b""
         refusals = lines_matching(exporter.log(), "refused by allowlist")
         assert [line.split("client=")[1] for line in refusals] == ["::1", "127.0.0.2"]
+        # the process counts what the server refuses (the server alone: test_web_admission.py)
+        assert value(exporter.scrape(), "tasks_exporter_allowlist_refused_connections_total") == 2
     finally:
         exporter.stop()
 
@@ -273,31 +260,6 @@ def test_every_interface_forms_listen_as_go_exporters_do(
                 with pytest.raises(ConnectionRefusedError):
                     get(host, port, "/-/healthy")
     finally:
-        exporter.stop()
-
-
-def test_slow_clients_do_not_block_an_allowed_scraper(exporters: Exporters, tmp_path: Path) -> None:
-    """Hundreds of trickling connections beyond the cap: a scraper is still answered promptly."""
-    exporter = exporters(
-        tmp_path, "[web]\nmax_connections = 50\nrequest_timeout = 30\n", "--demo"
-    ).start(ready=True)
-    slow: list[socket.socket] = []
-    try:
-        for _ in range(300):
-            s = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
-            s.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")  # never finishes the request
-            slow.append(s)
-        latencies = []
-        for _ in range(20):
-            started = time.monotonic()
-            reply = exporter.get("/metrics", timeout=5)
-            latencies.append(time.monotonic() - started)
-            assert reply.status == 200
-            assert task_counts(parse_metrics(reply.text))
-        assert max(latencies) < 1.0, latencies
-    finally:
-        for s in slow:
-            s.close()
         exporter.stop()
 
 
