@@ -7,12 +7,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import http.client
+import logging
 import socket
+import ssl
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Self
 
 import bcrypt
 
@@ -21,6 +26,7 @@ from exporter.config import ListenAddress, WebConfig
 from exporter.log import Logger
 from exporter.web import Routes, Server
 from exporter.web.security.webconfig import read_web_security
+from testing.exporter_process import Reply
 
 LOGGER = "test_web_server"
 PASSWORD = "correct horse"
@@ -62,11 +68,13 @@ async def serving(
     cost: int = 4,
     body: bytes = b"up 1\n",
     ready: bool = False,
+    web_file: Path | None = None,
     **settings: object,
 ) -> AsyncIterator[Served]:
-    """A server on 127.0.0.1, port 0, with these WebConfig settings (and basic auth users,
-    user -> password, hashed at `cost`); `ready`: a collection has just succeeded."""
-    security = None
+    """A server on 127.0.0.1, port 0, with these WebConfig settings, and basic auth users
+    (user -> password, hashed at `cost`) or the security of a web configuration file
+    (`web_file`); `ready`: a collection has just succeeded."""
+    security = None if web_file is None else read_web_security(web_file)
     if users is not None:
         path = tmp_path / "web.yml"
         hashes = {
@@ -178,3 +186,107 @@ async def raw(port: int, data: bytes, *, quiet: float = 5.0) -> bytes:
         return b"".join(chunks)
     finally:
         writer.transport.abort()
+
+
+class LogLines(logging.Handler):
+    """The server's log records as lines: the message, then its fields as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = getattr(record, "kv", {})
+        self.lines.append(
+            " ".join([f'msg="{record.getMessage()}"'] + [f"{k}={v}" for k, v in fields.items()])
+        )
+
+
+class ServerThread:
+    """serving() in an event loop of its own thread, so that blocking clients (http.client,
+    curl) can talk to it from the test's thread; its log kept at debug."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        auth: tuple[str, str] | None = None,
+        **options: object,
+    ) -> None:
+        self.ssl_context, self.auth = ssl_context, auth
+        self._tmp_path, self._options = tmp_path, options
+        self._logs = LogLines()
+        self._started = threading.Event()
+        self._failed: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.port = 0
+
+    def __enter__(self) -> Self:
+        logger = logging.getLogger(LOGGER)
+        self._level = logger.level
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(self._logs)
+        self._thread.start()
+        assert self._started.wait(30), "the server did not start"
+        if self._failed is not None:
+            raise self._failed
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        logger = logging.getLogger(LOGGER)
+        logger.removeHandler(self._logs)
+        logger.setLevel(self._level)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to the test's thread
+            self._failed = exc
+        finally:
+            self._started.set()
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        async with serving(self._tmp_path, **self._options) as served:  # type: ignore[arg-type]
+            self.port = served.port
+            self._started.set()
+            await self._stop.wait()
+
+    def get(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        auth: tuple[str, str] | bool | None = True,
+        timeout: float = 5.0,
+    ) -> Reply:
+        """One request on a fresh connection, with the server's ssl_context and, unless told
+        otherwise (auth=None: none), its auth."""
+        conn = (
+            http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+            if self.ssl_context is None
+            else http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=timeout, context=self.ssl_context
+            )
+        )
+        credentials = self.auth if auth is True else auth
+        headers = {}
+        if isinstance(credentials, tuple):
+            token = base64.b64encode(":".join(credentials).encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        try:
+            conn.request(method, path, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+        finally:
+            conn.close()
+
+    def log(self) -> str:
+        return "\n".join(self._logs.lines)

@@ -34,6 +34,7 @@ from testing.exporter_process import (
     wait_for,
 )
 from testing.prometheus_server import Prometheus
+from testing.web_server import ServerThread
 
 REPO = Path(__file__).resolve().parent.parent
 COST = 10  # the example's cost: ~50 ms of bcrypt here
@@ -77,17 +78,18 @@ def client_context(pki: PKI, cert: Cert | None = None) -> ssl.SSLContext:
 
 @dataclass
 class Secure:
-    """An exporter (demo database) serving TLS, requiring a client certificate and basic auth."""
+    """A server serving TLS, and what its clients use (the `secure` fixture: in-process on a
+    thread of its own, requiring a client certificate and basic auth)."""
 
-    exporter: Exporter
+    exporter: ServerThread | Exporter
     pki: PKI
     users: dict[str, str]  # user -> password
 
 
-@pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Secure]:
-    workdir = tmp_path_factory.mktemp("secure")
-    users = {name: secrets.token_urlsafe(12) for name in ("alice", "carol", "dave")}
+METRICS = b'# TYPE tasks_exporter_tasks gauge\ntasks_exporter_tasks{status="Success"} 6\n'
+
+
+def _secure_web_file(workdir: Path, pki: PKI, users: dict[str, str]) -> Path:
     hashes = "".join(f"  {name}: '{_hash(pw)}'\n" for name, pw in users.items())
     web = workdir / "web.yml"
     web.write_text(
@@ -96,19 +98,43 @@ def secure(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Secur
         f"basic_auth_users:\n{hashes}",
         encoding="utf-8",
     )
+    return web
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Secure]:
+    workdir = tmp_path_factory.mktemp("secure")
+    users = {name: secrets.token_urlsafe(12) for name in ("alice", "carol", "dave")}
+    with ServerThread(
+        workdir,
+        web_file=_secure_web_file(workdir, pki, users),
+        body=METRICS,
+        ready=True,
+        ssl_context=client_context(pki, pki.client),
+        auth=("alice", users["alice"]),
+    ) as server:
+        yield Secure(server, pki, users)
+
+
+@pytest.fixture(scope="module")
+def secure_process(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Exporter]:
+    """The same security, in an exporter process on the demo database: what the process says
+    and loads."""
+    workdir = tmp_path_factory.mktemp("secure-process")
+    users = {name: secrets.token_urlsafe(12) for name in ("alice", "carol", "dave")}
     exporter = Exporter(
         workdir,
         "",
         "--demo",
         "--web.config.file",
-        str(web),
+        str(_secure_web_file(workdir, pki, users)),
         "--log.level",
         "debug",
         ssl_context=client_context(pki, pki.client),
         auth=("alice", users["alice"]),
     )
     exporter.start(ready=True)
-    yield Secure(exporter, pki, users)
+    yield exporter
     exporter.stop()
 
 
@@ -248,10 +274,10 @@ def test_each_case_with_real_clients(
         assert "tasks_exporter_tasks" not in outcome.body
 
 
-def test_start_line_says_what_is_enforced(secure: Secure) -> None:
+def test_start_line_says_what_is_enforced(secure_process: Exporter) -> None:
     """The start line names the web config file, the TLS floor, the client certificate policy
     and how many users basic auth knows."""
-    first = secure.exporter.log().splitlines()[0]
+    first = secure_process.log().splitlines()[0]
     assert 'msg="tasks_exporter started"' in first
     assert "web_config=" in first
     assert "tls=TLS12+ client_auth=RequireAndVerifyClientCert basic_auth_users=3" in first
@@ -265,13 +291,13 @@ def _mapped(exporter: Exporter, library: str) -> bool:
 
 
 def test_yaml_and_bcrypt_are_loaded_only_with_a_web_config_file(
-    exporters: Exporters, secure: Secure, tmp_path: Path
+    exporters: Exporters, secure_process: Exporter, tmp_path: Path
 ) -> None:
     """PyYAML's and bcrypt's native code is in memory only in an exporter given a web config
     file (it checked a password); one without a file never loads them."""
-    assert secure.exporter.get("/-/healthy").status == 200
-    assert _mapped(secure.exporter, "/yaml/_yaml.")
-    assert _mapped(secure.exporter, "/bcrypt/_bcrypt.")
+    assert secure_process.get("/-/healthy").status == 200
+    assert _mapped(secure_process, "/yaml/_yaml.")
+    assert _mapped(secure_process, "/bcrypt/_bcrypt.")
     plain = exporters(tmp_path, "", "--demo").start(ready=True)
     try:
         assert plain.get("/metrics").status == 200
@@ -291,7 +317,7 @@ def test_every_page_needs_credentials(secure: Secure) -> None:
 
 
 def test_handshakes_cut_off_at_the_request_timeout_free_their_slot(
-    exporters: Exporters, tmp_path: Path, pki: PKI
+    tmp_path: Path, pki: PKI
 ) -> None:
     """Clients that start a TLS handshake and stall are cut off at request_timeout, and their
     connections no longer count: a scraper afterwards closes no one to get a slot."""
@@ -300,24 +326,24 @@ def test_handshakes_cut_off_at_the_request_timeout_free_their_slot(
         f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n",
         encoding="utf-8",
     )
-    exporter = exporters(
-        tmp_path, '[web]\nmax_connections = 2\nrequest_timeout = "0.5s"\n', "--demo",
-        "--web.config.file", str(web), "--log.level", "debug", ssl_context=client_context(pki),
-    ).start(ready=True)  # fmt: skip
+    server = ServerThread(
+        tmp_path, web_file=web, max_connections=2, request_timeout=0.5,
+        ssl_context=client_context(pki),
+    )  # fmt: skip
     stalled = []
-    try:
-        for _ in range(2):  # a TLS record header, then nothing
-            sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
-            sock.sendall(b"\x16\x03\x01\x02\x00")
-            stalled.append(sock)
-        for sock in stalled:
-            assert sock.recv(1) == b""  # cut off by the server...
-        assert exporter.get("/-/healthy").status == 200  # ...and the slots are free again
-        assert "connection limit reached" not in exporter.log()
-    finally:
-        for sock in stalled:
-            sock.close()
-        exporter.stop()
+    with server:
+        try:
+            for _ in range(2):  # a TLS record header, then nothing
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                sock.sendall(b"\x16\x03\x01\x02\x00")
+                stalled.append(sock)
+            for sock in stalled:
+                assert sock.recv(1) == b""  # cut off by the server...
+            assert server.get("/-/healthy").status == 200  # ...and the slots are free again
+            assert "connection limit reached" not in server.log()
+        finally:
+            for sock in stalled:
+                sock.close()
 
 
 # -- timing and the password cache ----------------------------------------------------------
