@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import http.client
 import logging
 import socket
@@ -223,8 +224,15 @@ class ServerThread:
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.port = 0
+        self.loop_errors: list[dict[str, object]] = []  # what asyncio reported, never raised
 
     def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Self:
         logger = logging.getLogger(LOGGER)
         self._level = logger.level
         logger.setLevel(logging.DEBUG)
@@ -235,10 +243,11 @@ class ServerThread:
             raise self._failed
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
+        gc.collect()  # a task whose exception nobody retrieved reports it when collected
         logger = logging.getLogger(LOGGER)
         logger.removeHandler(self._logs)
         logger.setLevel(self._level)
@@ -253,6 +262,7 @@ class ServerThread:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        self._loop.set_exception_handler(lambda _loop, context: self.loop_errors.append(context))
         async with serving(self._tmp_path, **self._options) as served:  # type: ignore[arg-type]
             self.port = served.port
             self._started.set()
@@ -265,14 +275,16 @@ class ServerThread:
         method: str = "GET",
         auth: tuple[str, str] | bool | None = True,
         timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Reply:
-        """One request on a fresh connection, with the server's ssl_context and, unless told
-        otherwise (auth=None: none), its auth."""
+        """One request on a fresh connection, with the server's ssl_context and auth unless
+        told otherwise (auth=None: none)."""
+        context = ssl_context or self.ssl_context
         conn = (
             http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-            if self.ssl_context is None
+            if context is None
             else http.client.HTTPSConnection(
-                "127.0.0.1", self.port, timeout=timeout, context=self.ssl_context
+                "127.0.0.1", self.port, timeout=timeout, context=context
             )
         )
         credentials = self.auth if auth is True else auth

@@ -274,6 +274,25 @@ def test_each_case_with_real_clients(
         assert "tasks_exporter_tasks" not in outcome.body
 
 
+def test_a_tls_client_that_closes_after_its_answer_leaves_no_error_behind(
+    tmp_path: Path, pki: PKI
+) -> None:
+    """curl reads its answer over TLS and closes: the connection ends without an error
+    (Python 3.11's SSL transport, closed on both sides, cannot be aborted any more)."""
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n",
+        encoding="utf-8",
+    )
+    with ServerThread(tmp_path, web_file=web) as server:
+        for _ in range(3):
+            argv = ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"]
+            argv += ["--cacert", str(pki.server_ca.cert), f"https://127.0.0.1:{server.port}/"]
+            curl = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=15)
+            assert curl.stdout == "200"
+    assert server.loop_errors == []
+
+
 def test_start_line_says_what_is_enforced(secure_process: Exporter) -> None:
     """The start line names the web config file, the TLS floor, the client certificate policy
     and how many users basic auth knows."""
