@@ -279,17 +279,12 @@ def test_a_tls_client_that_closes_after_its_answer_leaves_no_error_behind(
 ) -> None:
     """curl reads its answer over TLS and closes: the connection ends without an error
     (Python 3.11's SSL transport, closed on both sides, cannot be aborted any more)."""
-    web = tmp_path / "web.yml"
-    web.write_text(
-        f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n",
-        encoding="utf-8",
-    )
-    with ServerThread(tmp_path, web_file=web) as server:
+    server = _serve(tmp_path, pki, _server_tls(pki))
+    try:
         for _ in range(3):
-            argv = ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"]
-            argv += ["--cacert", str(pki.server_ca.cert), f"https://127.0.0.1:{server.port}/"]
-            curl = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=15)
-            assert curl.stdout == "200"
+            assert _curl_tls(server.port, pki) == "200"
+    finally:
+        server.stop()
     assert server.loop_errors == []
 
 
@@ -623,19 +618,16 @@ def handshake(port: int, pki: PKI, *args: str) -> dict[str, str] | None:
 
 
 @pytest.fixture(scope="module")
-def tls_only(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Exporter]:
-    """An exporter serving TLS with the default settings: a certificate and nothing else."""
+def tls_only(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[ServerThread]:
+    """A server serving TLS with the default settings: a certificate and nothing else."""
     workdir = tmp_path_factory.mktemp("tls-only")
     web = workdir / "web.yml"
     web.write_text(
         f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n",
         encoding="utf-8",
     )
-    exporter = Exporter(
-        workdir, "", "--demo", "--web.config.file", str(web), ssl_context=client_context(pki)
-    ).start()
-    yield exporter
-    exporter.stop()
+    with ServerThread(workdir, web_file=web, ssl_context=client_context(pki)) as server:
+        yield server
 
 
 AEAD_TLS12: tuple[str, ...] = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384")
@@ -644,7 +636,7 @@ CBC_TLS12: tuple[str, ...] = ("ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-S
 CBC_TLS12 += ("ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA")
 
 
-def test_tls12_offers_only_aead_cipher_suites_by_default(tls_only: Exporter, pki: PKI) -> None:
+def test_tls12_offers_only_aead_cipher_suites_by_default(tls_only: ServerThread, pki: PKI) -> None:
     """A TLS 1.2 client offering one CBC suite is refused; each AEAD suite (GCM, ChaCha20) is
     negotiated when offered alone."""
     for cipher in AEAD_TLS12:
@@ -656,23 +648,37 @@ def test_tls12_offers_only_aead_cipher_suites_by_default(tls_only: Exporter, pki
 
 
 def _serve(
-    exporters: Exporters,
     workdir: Path,
     pki: PKI,
     web_text: str,
     client: Cert | None = None,
     *,
     tls: bool = True,
-    config: str = "",
+    max_connections: int = 100,
+) -> ServerThread:
+    """A server (in-process, on a thread of its own) with this web config file, reached as
+    `client`; stop() it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    web = workdir / "web.yml"
+    web.write_text(web_text, encoding="utf-8")
+    web.chmod(0o600)  # it may hold a key inline
+    return ServerThread(
+        workdir, web_file=web, ssl_context=client_context(pki, client) if tls else None,
+        max_connections=max_connections,
+    ).start()  # fmt: skip
+
+
+def _serve_process(
+    exporters: Exporters, workdir: Path, pki: PKI, web_text: str, *, tls: bool = True
 ) -> Exporter:
-    """An exporter (demo database) with this web config file, reached as `client`."""
+    """An exporter process (demo database) with this web config file."""
     workdir.mkdir(parents=True, exist_ok=True)
     web = workdir / "web.yml"
     web.write_text(web_text, encoding="utf-8")
     web.chmod(0o600)  # it may hold a key inline
     return exporters(
-        workdir, config, "--demo", "--web.config.file", str(web), "--log.level", "debug",
-        ssl_context=client_context(pki, client) if tls else None,
+        workdir, "", "--demo", "--web.config.file", str(web), "--log.level", "debug",
+        ssl_context=client_context(pki) if tls else None,
     ).start()  # fmt: skip
 
 
@@ -692,7 +698,7 @@ GCM128, GCM256, CHACHA, CBC128 = (
 
 
 def test_cipher_suites_are_the_listed_ones_in_the_servers_order_unless_told_otherwise(
-    exporters: Exporters, tmp_path: Path, pki: PKI
+    tmp_path: Path, pki: PKI
 ) -> None:
     """With cipher_suites (Go's names), TLS 1.2 offers exactly those, a CBC one included when
     listed; the server's order wins, and the client's once prefer_server_cipher_suites is
@@ -702,7 +708,7 @@ def test_cipher_suites_are_the_listed_ones_in_the_servers_order_unless_told_othe
         " TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,"
         " TLS_AES_128_GCM_SHA256]\n"
     )
-    exporter = _serve(exporters, tmp_path, pki, _server_tls(pki, suites))
+    exporter = _serve(tmp_path, pki, _server_tls(pki, suites))
     try:
         port = exporter.port
         for cipher in (GCM128, CHACHA, CBC128):
@@ -752,14 +758,10 @@ def _curl_cipher(port: int, pki: PKI, ciphers: str) -> str | None:
     return match[1] if match and result.returncode == 0 else None
 
 
-def test_curve_preferences_limits_the_key_exchange_to_the_curve(
-    exporters: Exporters, tmp_path: Path, pki: PKI
-) -> None:
+def test_curve_preferences_limits_the_key_exchange_to_the_curve(tmp_path: Path, pki: PKI) -> None:
     """curve_preferences with one curve: clients offering it connect (TLS 1.2 and 1.3), a
     client offering only another curve cannot; openssl, curl and Python's ssl alike."""
-    exporter = _serve(
-        exporters, tmp_path, pki, _server_tls(pki, "  curve_preferences: [CurveP384]\n")
-    )
+    exporter = _serve(tmp_path, pki, _server_tls(pki, "  curve_preferences: [CurveP384]\n"))
     try:
         for version in ("-tls1_2", "-tls1_3"):
             # The client prefers P-256 (its certificate's curve, which TLS 1.2 needs listed).
@@ -784,9 +786,7 @@ def _pem(path: Path) -> str:
     return "|\n" + "".join(f"    {line}\n" for line in lines)
 
 
-def test_inline_certificate_key_and_client_ca_work_like_files(
-    exporters: Exporters, tmp_path: Path, pki: PKI
-) -> None:
+def test_inline_certificate_key_and_client_ca_work_like_files(tmp_path: Path, pki: PKI) -> None:
     """cert, key and client_ca given inline in the file serve TLS and verify client
     certificates as the _file forms do, for Python's ssl and curl alike."""
     web = (
@@ -794,7 +794,7 @@ def test_inline_certificate_key_and_client_ca_work_like_files(
         f"  client_ca: {_pem(pki.clients_ca.cert)}"
         "  client_auth_type: RequireAndVerifyClientCert\n"
     )
-    exporter = _serve(exporters, tmp_path, pki, web, client=pki.client)
+    exporter = _serve(tmp_path, pki, web, client=pki.client)
     try:
         assert _presented_with(exporter.port, pki, pki.client) == pki.server.fingerprint()
         assert exporter.get("/metrics").status == 200
@@ -820,7 +820,7 @@ def _presented_with(port: int, pki: PKI, cert: Cert) -> str:
 
 
 def test_client_allowed_sans_lets_in_only_certificates_naming_an_allowed_san(
-    exporters: Exporters, tmp_path: Path, pki: PKI
+    tmp_path: Path, pki: PKI
 ) -> None:
     """With client_allowed_sans, a verified client certificate is let in only if one of its
     SANs (DNS, IP, e-mail or URI) is listed: others get no HTTP answer at all, with Python's
@@ -838,9 +838,9 @@ def test_client_allowed_sans_lets_in_only_certificates_naming_an_allowed_san(
         f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {ca.cert}\n"
         "  client_allowed_sans: [scraper.example, '2001:db8::7', 'spiffe://example/prom']\n"
     )
-    exporter = _serve(exporters,
+    exporter = _serve(
         tmp_path / "exporter", pki, _server_tls(pki, extra), client=named["dns"],
-        config="[web]\nmax_connections = 2\n",
+        max_connections=2,
     )  # fmt: skip
     try:
         for name, cert in named.items():
@@ -874,7 +874,7 @@ def test_rate_limit_answers_429_beyond_the_burst_for_all_clients_together(
     """rate_limit lets `burst` requests through at once, answers 429 Too Many Requests beyond
     it, from any client address (one bucket, as the toolkit), and one more request per
     interval after that."""
-    exporter = _serve(
+    exporter = _serve_process(
         exporters, tmp_path, pki, "rate_limit:\n  interval: 500ms\n  burst: 3\n", tls=False
     )
     time.sleep(1.6)  # the start-up checks took tokens: let the bucket fill again
@@ -926,7 +926,7 @@ def _python_tls(port: int, context: ssl.SSLContext) -> str | None:
         return None
 
 
-def test_default_tls12_suites_with_curl_and_python(tls_only: Exporter, pki: PKI) -> None:
+def test_default_tls12_suites_with_curl_and_python(tls_only: ServerThread, pki: PKI) -> None:
     """curl and Python's ssl, limited to TLS 1.2 and one CBC suite, cannot connect by default;
     with an AEAD suite they can."""
     for cipher in (*CBC_TLS12[:2], AEAD_TLS12[0]):
@@ -939,14 +939,12 @@ def test_default_tls12_suites_with_curl_and_python(tls_only: Exporter, pki: PKI)
         assert _python_tls(tls_only.port, context) == (cipher if aead else None)
 
 
-def test_min_and_max_version_bound_what_clients_may_speak(
-    exporters: Exporters, tmp_path: Path, pki: PKI
-) -> None:
+def test_min_and_max_version_bound_what_clients_may_speak(tmp_path: Path, pki: PKI) -> None:
     """min_version TLS13 refuses a TLS 1.2-only client; max_version TLS12 refuses a TLS
     1.3-only one; openssl, curl and Python's ssl alike."""
     for bound, allowed, refused in (("min_version: TLS13", "1.3", "1.2"),
                                     ("max_version: TLS12", "1.2", "1.3")):  # fmt: skip
-        exporter = _serve(exporters, tmp_path / bound[:3], pki, _server_tls(pki, f"  {bound}\n"))
+        exporter = _serve(tmp_path / bound[:3], pki, _server_tls(pki, f"  {bound}\n"))
         try:
             flag = {"1.2": "-tls1_2", "1.3": "-tls1_3"}
             assert (handshake(exporter.port, pki, flag[allowed]) or {}).get(
@@ -966,7 +964,7 @@ def test_min_and_max_version_bound_what_clients_may_speak(
 
 
 def test_verify_client_cert_if_given_lets_in_no_certificate_but_not_a_bad_one(
-    exporters: Exporters, tmp_path: Path, pki: PKI
+    tmp_path: Path, pki: PKI
 ) -> None:
     """VerifyClientCertIfGiven: a client without a certificate is served, one with a
     certificate from the trusted CA too, one with a certificate from another CA is refused in
@@ -974,7 +972,7 @@ def test_verify_client_cert_if_given_lets_in_no_certificate_but_not_a_bad_one(
     extra = (
         f"  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: {pki.clients_ca.cert}\n"
     )
-    exporter = _serve(exporters, tmp_path, pki, _server_tls(pki, extra))
+    exporter = _serve(tmp_path, pki, _server_tls(pki, extra))
     try:
         secure = Secure(exporter, pki, {})
         for cert, expected in (("none", 200), ("client", 200), ("rogue", None)):
