@@ -34,6 +34,7 @@ from testing.exporter_process import (
     wait_for,
 )
 from testing.prometheus_server import Prometheus
+from testing.web_server import ServerThread
 
 REPO = Path(__file__).resolve().parent.parent
 COST = 10  # the example's cost: ~50 ms of bcrypt here
@@ -77,17 +78,18 @@ def client_context(pki: PKI, cert: Cert | None = None) -> ssl.SSLContext:
 
 @dataclass
 class Secure:
-    """An exporter (demo database) serving TLS, requiring a client certificate and basic auth."""
+    """A server serving TLS, and what its clients use (the `secure` fixture: in-process on a
+    thread of its own, requiring a client certificate and basic auth)."""
 
-    exporter: Exporter
+    exporter: ServerThread | Exporter
     pki: PKI
     users: dict[str, str]  # user -> password
 
 
-@pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Secure]:
-    workdir = tmp_path_factory.mktemp("secure")
-    users = {name: secrets.token_urlsafe(12) for name in ("alice", "carol", "dave")}
+METRICS = b'# TYPE tasks_exporter_tasks gauge\ntasks_exporter_tasks{status="Success"} 6\n'
+
+
+def _secure_web_file(workdir: Path, pki: PKI, users: dict[str, str]) -> Path:
     hashes = "".join(f"  {name}: '{_hash(pw)}'\n" for name, pw in users.items())
     web = workdir / "web.yml"
     web.write_text(
@@ -96,19 +98,43 @@ def secure(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Secur
         f"basic_auth_users:\n{hashes}",
         encoding="utf-8",
     )
+    return web
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Secure]:
+    workdir = tmp_path_factory.mktemp("secure")
+    users = {name: secrets.token_urlsafe(12) for name in ("alice", "carol", "dave")}
+    with ServerThread(
+        workdir,
+        web_file=_secure_web_file(workdir, pki, users),
+        body=METRICS,
+        ready=True,
+        ssl_context=client_context(pki, pki.client),
+        auth=("alice", users["alice"]),
+    ) as server:
+        yield Secure(server, pki, users)
+
+
+@pytest.fixture(scope="module")
+def secure_process(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Exporter]:
+    """The same security, in an exporter process on the demo database: what the process says
+    and loads."""
+    workdir = tmp_path_factory.mktemp("secure-process")
+    users = {name: secrets.token_urlsafe(12) for name in ("alice", "carol", "dave")}
     exporter = Exporter(
         workdir,
         "",
         "--demo",
         "--web.config.file",
-        str(web),
+        str(_secure_web_file(workdir, pki, users)),
         "--log.level",
         "debug",
         ssl_context=client_context(pki, pki.client),
         auth=("alice", users["alice"]),
     )
     exporter.start(ready=True)
-    yield Secure(exporter, pki, users)
+    yield exporter
     exporter.stop()
 
 
@@ -248,10 +274,24 @@ def test_each_case_with_real_clients(
         assert "tasks_exporter_tasks" not in outcome.body
 
 
-def test_start_line_says_what_is_enforced(secure: Secure) -> None:
+def test_a_tls_client_that_closes_after_its_answer_leaves_no_error_behind(
+    tmp_path: Path, pki: PKI
+) -> None:
+    """curl reads its answer over TLS and closes: the connection ends without an error
+    (Python 3.11's SSL transport, closed on both sides, cannot be aborted any more)."""
+    server = _serve(tmp_path, pki, _server_tls(pki))
+    try:
+        for _ in range(3):
+            assert _curl_tls(server.port, pki) == "200"
+    finally:
+        server.stop()
+    assert server.loop_errors == []
+
+
+def test_start_line_says_what_is_enforced(secure_process: Exporter) -> None:
     """The start line names the web config file, the TLS floor, the client certificate policy
     and how many users basic auth knows."""
-    first = secure.exporter.log().splitlines()[0]
+    first = secure_process.log().splitlines()[0]
     assert 'msg="tasks_exporter started"' in first
     assert "web_config=" in first
     assert "tls=TLS12+ client_auth=RequireAndVerifyClientCert basic_auth_users=3" in first
@@ -265,13 +305,13 @@ def _mapped(exporter: Exporter, library: str) -> bool:
 
 
 def test_yaml_and_bcrypt_are_loaded_only_with_a_web_config_file(
-    exporters: Exporters, secure: Secure, tmp_path: Path
+    exporters: Exporters, secure_process: Exporter, tmp_path: Path
 ) -> None:
     """PyYAML's and bcrypt's native code is in memory only in an exporter given a web config
     file (it checked a password); one without a file never loads them."""
-    assert secure.exporter.get("/-/healthy").status == 200
-    assert _mapped(secure.exporter, "/yaml/_yaml.")
-    assert _mapped(secure.exporter, "/bcrypt/_bcrypt.")
+    assert secure_process.get("/-/healthy").status == 200
+    assert _mapped(secure_process, "/yaml/_yaml.")
+    assert _mapped(secure_process, "/bcrypt/_bcrypt.")
     plain = exporters(tmp_path, "", "--demo").start(ready=True)
     try:
         assert plain.get("/metrics").status == 200
@@ -291,7 +331,7 @@ def test_every_page_needs_credentials(secure: Secure) -> None:
 
 
 def test_handshakes_cut_off_at_the_request_timeout_free_their_slot(
-    exporters: Exporters, tmp_path: Path, pki: PKI
+    tmp_path: Path, pki: PKI
 ) -> None:
     """Clients that start a TLS handshake and stall are cut off at request_timeout, and their
     connections no longer count: a scraper afterwards closes no one to get a slot."""
@@ -300,24 +340,24 @@ def test_handshakes_cut_off_at_the_request_timeout_free_their_slot(
         f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n",
         encoding="utf-8",
     )
-    exporter = exporters(
-        tmp_path, '[web]\nmax_connections = 2\nrequest_timeout = "0.5s"\n', "--demo",
-        "--web.config.file", str(web), "--log.level", "debug", ssl_context=client_context(pki),
-    ).start(ready=True)  # fmt: skip
+    server = ServerThread(
+        tmp_path, web_file=web, max_connections=2, request_timeout=0.5,
+        ssl_context=client_context(pki),
+    )  # fmt: skip
     stalled = []
-    try:
-        for _ in range(2):  # a TLS record header, then nothing
-            sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
-            sock.sendall(b"\x16\x03\x01\x02\x00")
-            stalled.append(sock)
-        for sock in stalled:
-            assert sock.recv(1) == b""  # cut off by the server...
-        assert exporter.get("/-/healthy").status == 200  # ...and the slots are free again
-        assert "connection limit reached" not in exporter.log()
-    finally:
-        for sock in stalled:
-            sock.close()
-        exporter.stop()
+    with server:
+        try:
+            for _ in range(2):  # a TLS record header, then nothing
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                sock.sendall(b"\x16\x03\x01\x02\x00")
+                stalled.append(sock)
+            for sock in stalled:
+                assert sock.recv(1) == b""  # cut off by the server...
+            assert server.get("/-/healthy").status == 200  # ...and the slots are free again
+            assert "connection limit reached" not in server.log()
+        finally:
+            for sock in stalled:
+                sock.close()
 
 
 # -- timing and the password cache ----------------------------------------------------------
@@ -578,19 +618,16 @@ def handshake(port: int, pki: PKI, *args: str) -> dict[str, str] | None:
 
 
 @pytest.fixture(scope="module")
-def tls_only(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Exporter]:
-    """An exporter serving TLS with the default settings: a certificate and nothing else."""
+def tls_only(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[ServerThread]:
+    """A server serving TLS with the default settings: a certificate and nothing else."""
     workdir = tmp_path_factory.mktemp("tls-only")
     web = workdir / "web.yml"
     web.write_text(
         f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n",
         encoding="utf-8",
     )
-    exporter = Exporter(
-        workdir, "", "--demo", "--web.config.file", str(web), ssl_context=client_context(pki)
-    ).start()
-    yield exporter
-    exporter.stop()
+    with ServerThread(workdir, web_file=web, ssl_context=client_context(pki)) as server:
+        yield server
 
 
 AEAD_TLS12: tuple[str, ...] = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384")
@@ -599,7 +636,7 @@ CBC_TLS12: tuple[str, ...] = ("ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-S
 CBC_TLS12 += ("ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA")
 
 
-def test_tls12_offers_only_aead_cipher_suites_by_default(tls_only: Exporter, pki: PKI) -> None:
+def test_tls12_offers_only_aead_cipher_suites_by_default(tls_only: ServerThread, pki: PKI) -> None:
     """A TLS 1.2 client offering one CBC suite is refused; each AEAD suite (GCM, ChaCha20) is
     negotiated when offered alone."""
     for cipher in AEAD_TLS12:
@@ -611,23 +648,37 @@ def test_tls12_offers_only_aead_cipher_suites_by_default(tls_only: Exporter, pki
 
 
 def _serve(
-    exporters: Exporters,
     workdir: Path,
     pki: PKI,
     web_text: str,
     client: Cert | None = None,
     *,
     tls: bool = True,
-    config: str = "",
+    max_connections: int = 100,
+) -> ServerThread:
+    """A server (in-process, on a thread of its own) with this web config file, reached as
+    `client`; stop() it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    web = workdir / "web.yml"
+    web.write_text(web_text, encoding="utf-8")
+    web.chmod(0o600)  # it may hold a key inline
+    return ServerThread(
+        workdir, web_file=web, ssl_context=client_context(pki, client) if tls else None,
+        max_connections=max_connections,
+    ).start()  # fmt: skip
+
+
+def _serve_process(
+    exporters: Exporters, workdir: Path, pki: PKI, web_text: str, *, tls: bool = True
 ) -> Exporter:
-    """An exporter (demo database) with this web config file, reached as `client`."""
+    """An exporter process (demo database) with this web config file."""
     workdir.mkdir(parents=True, exist_ok=True)
     web = workdir / "web.yml"
     web.write_text(web_text, encoding="utf-8")
     web.chmod(0o600)  # it may hold a key inline
     return exporters(
-        workdir, config, "--demo", "--web.config.file", str(web), "--log.level", "debug",
-        ssl_context=client_context(pki, client) if tls else None,
+        workdir, "", "--demo", "--web.config.file", str(web), "--log.level", "debug",
+        ssl_context=client_context(pki) if tls else None,
     ).start()  # fmt: skip
 
 
@@ -647,7 +698,7 @@ GCM128, GCM256, CHACHA, CBC128 = (
 
 
 def test_cipher_suites_are_the_listed_ones_in_the_servers_order_unless_told_otherwise(
-    exporters: Exporters, tmp_path: Path, pki: PKI
+    tmp_path: Path, pki: PKI
 ) -> None:
     """With cipher_suites (Go's names), TLS 1.2 offers exactly those, a CBC one included when
     listed; the server's order wins, and the client's once prefer_server_cipher_suites is
@@ -657,7 +708,7 @@ def test_cipher_suites_are_the_listed_ones_in_the_servers_order_unless_told_othe
         " TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,"
         " TLS_AES_128_GCM_SHA256]\n"
     )
-    exporter = _serve(exporters, tmp_path, pki, _server_tls(pki, suites))
+    exporter = _serve(tmp_path, pki, _server_tls(pki, suites))
     try:
         port = exporter.port
         for cipher in (GCM128, CHACHA, CBC128):
@@ -707,14 +758,10 @@ def _curl_cipher(port: int, pki: PKI, ciphers: str) -> str | None:
     return match[1] if match and result.returncode == 0 else None
 
 
-def test_curve_preferences_limits_the_key_exchange_to_the_curve(
-    exporters: Exporters, tmp_path: Path, pki: PKI
-) -> None:
+def test_curve_preferences_limits_the_key_exchange_to_the_curve(tmp_path: Path, pki: PKI) -> None:
     """curve_preferences with one curve: clients offering it connect (TLS 1.2 and 1.3), a
     client offering only another curve cannot; openssl, curl and Python's ssl alike."""
-    exporter = _serve(
-        exporters, tmp_path, pki, _server_tls(pki, "  curve_preferences: [CurveP384]\n")
-    )
+    exporter = _serve(tmp_path, pki, _server_tls(pki, "  curve_preferences: [CurveP384]\n"))
     try:
         for version in ("-tls1_2", "-tls1_3"):
             # The client prefers P-256 (its certificate's curve, which TLS 1.2 needs listed).
@@ -739,9 +786,7 @@ def _pem(path: Path) -> str:
     return "|\n" + "".join(f"    {line}\n" for line in lines)
 
 
-def test_inline_certificate_key_and_client_ca_work_like_files(
-    exporters: Exporters, tmp_path: Path, pki: PKI
-) -> None:
+def test_inline_certificate_key_and_client_ca_work_like_files(tmp_path: Path, pki: PKI) -> None:
     """cert, key and client_ca given inline in the file serve TLS and verify client
     certificates as the _file forms do, for Python's ssl and curl alike."""
     web = (
@@ -749,7 +794,7 @@ def test_inline_certificate_key_and_client_ca_work_like_files(
         f"  client_ca: {_pem(pki.clients_ca.cert)}"
         "  client_auth_type: RequireAndVerifyClientCert\n"
     )
-    exporter = _serve(exporters, tmp_path, pki, web, client=pki.client)
+    exporter = _serve(tmp_path, pki, web, client=pki.client)
     try:
         assert _presented_with(exporter.port, pki, pki.client) == pki.server.fingerprint()
         assert exporter.get("/metrics").status == 200
@@ -775,7 +820,7 @@ def _presented_with(port: int, pki: PKI, cert: Cert) -> str:
 
 
 def test_client_allowed_sans_lets_in_only_certificates_naming_an_allowed_san(
-    exporters: Exporters, tmp_path: Path, pki: PKI
+    tmp_path: Path, pki: PKI
 ) -> None:
     """With client_allowed_sans, a verified client certificate is let in only if one of its
     SANs (DNS, IP, e-mail or URI) is listed: others get no HTTP answer at all, with Python's
@@ -793,9 +838,9 @@ def test_client_allowed_sans_lets_in_only_certificates_naming_an_allowed_san(
         f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {ca.cert}\n"
         "  client_allowed_sans: [scraper.example, '2001:db8::7', 'spiffe://example/prom']\n"
     )
-    exporter = _serve(exporters,
+    exporter = _serve(
         tmp_path / "exporter", pki, _server_tls(pki, extra), client=named["dns"],
-        config="[web]\nmax_connections = 2\n",
+        max_connections=2,
     )  # fmt: skip
     try:
         for name, cert in named.items():
@@ -829,7 +874,7 @@ def test_rate_limit_answers_429_beyond_the_burst_for_all_clients_together(
     """rate_limit lets `burst` requests through at once, answers 429 Too Many Requests beyond
     it, from any client address (one bucket, as the toolkit), and one more request per
     interval after that."""
-    exporter = _serve(
+    exporter = _serve_process(
         exporters, tmp_path, pki, "rate_limit:\n  interval: 500ms\n  burst: 3\n", tls=False
     )
     time.sleep(1.6)  # the start-up checks took tokens: let the bucket fill again
@@ -881,7 +926,7 @@ def _python_tls(port: int, context: ssl.SSLContext) -> str | None:
         return None
 
 
-def test_default_tls12_suites_with_curl_and_python(tls_only: Exporter, pki: PKI) -> None:
+def test_default_tls12_suites_with_curl_and_python(tls_only: ServerThread, pki: PKI) -> None:
     """curl and Python's ssl, limited to TLS 1.2 and one CBC suite, cannot connect by default;
     with an AEAD suite they can."""
     for cipher in (*CBC_TLS12[:2], AEAD_TLS12[0]):
@@ -894,14 +939,12 @@ def test_default_tls12_suites_with_curl_and_python(tls_only: Exporter, pki: PKI)
         assert _python_tls(tls_only.port, context) == (cipher if aead else None)
 
 
-def test_min_and_max_version_bound_what_clients_may_speak(
-    exporters: Exporters, tmp_path: Path, pki: PKI
-) -> None:
+def test_min_and_max_version_bound_what_clients_may_speak(tmp_path: Path, pki: PKI) -> None:
     """min_version TLS13 refuses a TLS 1.2-only client; max_version TLS12 refuses a TLS
     1.3-only one; openssl, curl and Python's ssl alike."""
     for bound, allowed, refused in (("min_version: TLS13", "1.3", "1.2"),
                                     ("max_version: TLS12", "1.2", "1.3")):  # fmt: skip
-        exporter = _serve(exporters, tmp_path / bound[:3], pki, _server_tls(pki, f"  {bound}\n"))
+        exporter = _serve(tmp_path / bound[:3], pki, _server_tls(pki, f"  {bound}\n"))
         try:
             flag = {"1.2": "-tls1_2", "1.3": "-tls1_3"}
             assert (handshake(exporter.port, pki, flag[allowed]) or {}).get(
@@ -921,7 +964,7 @@ def test_min_and_max_version_bound_what_clients_may_speak(
 
 
 def test_verify_client_cert_if_given_lets_in_no_certificate_but_not_a_bad_one(
-    exporters: Exporters, tmp_path: Path, pki: PKI
+    tmp_path: Path, pki: PKI
 ) -> None:
     """VerifyClientCertIfGiven: a client without a certificate is served, one with a
     certificate from the trusted CA too, one with a certificate from another CA is refused in
@@ -929,7 +972,7 @@ def test_verify_client_cert_if_given_lets_in_no_certificate_but_not_a_bad_one(
     extra = (
         f"  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: {pki.clients_ca.cert}\n"
     )
-    exporter = _serve(exporters, tmp_path, pki, _server_tls(pki, extra))
+    exporter = _serve(tmp_path, pki, _server_tls(pki, extra))
     try:
         secure = Secure(exporter, pki, {})
         for cert, expected in (("none", 200), ("client", 200), ("rogue", None)):

@@ -4,165 +4,28 @@ when they flood passwords, leave, never read, churn, or when accept() runs out o
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import logging
 import os
 import resource
 import socket
-import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import bcrypt
 import pytest
 
-from exporter.collect import Snapshot
-from exporter.config import ListenAddress, WebConfig, parse_network
-from exporter.log import Logger
-from exporter.web import Routes, Server
-from exporter.web.security.webconfig import read_web_security
-
-LOGGER = "test_web_server"
-PASSWORD = "correct horse"
-_TCP_CLOSE = 7  # linux/tcp_states.h: the state a socket is left in by a reset
-
-
-class Body:
-    """The metrics, as the server's routes see them: a fixed body."""
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def render(self, accept: str | None, accept_encoding: str | None) -> tuple[bytes, str, bool]:
-        del accept, accept_encoding
-        return self.body, "text/plain; version=0.0.4; charset=utf-8", False
-
-
-@dataclass
-class Refused:
-    value: int = 0
-
-    def inc(self) -> None:
-        self.value += 1
-
-
-@dataclass
-class Served:
-    server: Server
-    port: int
-    web: WebConfig
-    refused: Refused = field(default_factory=Refused)
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    tmp_path: Path,
-    *,
-    users: dict[str, str] | None = None,
-    cost: int = 4,
-    body: bytes = b"up 1\n",
-    **settings: object,
-) -> AsyncIterator[Served]:
-    """A server on 127.0.0.1, port 0, with these WebConfig settings (and basic auth users,
-    user -> password, hashed at `cost`)."""
-    security = None
-    if users is not None:
-        path = tmp_path / "web.yml"
-        hashes = {
-            u: bcrypt.hashpw(p.encode(), bcrypt.gensalt(cost)).decode() for u, p in users.items()
-        }
-        path.write_text(
-            "basic_auth_users:\n" + "".join(f"  {u}: '{h}'\n" for u, h in hashes.items()),
-            encoding="utf-8",
-        )
-        security = read_web_security(path)
-    web = replace(
-        WebConfig(listen_addresses=(ListenAddress("127.0.0.1", 0),), security=security),
-        **settings,  # type: ignore[arg-type]
-    )
-    routes = Routes(
-        metrics=Body(body),
-        snapshot=lambda: Snapshot(interval=15, staleness=60),
-        telemetry_path=web.telemetry_path,
-        version="test",
-        source="test",
-    )
-    refused = Refused()
-    server = Server(routes=routes, web=web, on_refused=refused.inc, logger=Logger(LOGGER))
-    await server.start()
-    await server.serve()
-    try:
-        yield Served(server, server.addresses[0][1], web, refused)
-    finally:
-        await server.stop()
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), 60))
-
-
-def request(
-    path: str = "/metrics", *, auth: tuple[str, str] | None = None, close: bool = False
-) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", "Host: x"]
-    if auth is not None:
-        lines.append("Authorization: Basic " + base64.b64encode(":".join(auth).encode()).decode())
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-class Client:
-    """A client connection, read and written from the test's event loop."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        # The same connection through a descriptor of the test's own, to see its TCP state
-        # after asyncio has closed its descriptor.
-        self._watch = writer.get_extra_info("socket").dup()
-
-    @classmethod
-    async def connect(cls, port: int) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
-
-    async def ask(self, data: bytes) -> tuple[int, bytes]:
-        """Send a request, read one answer: (status, body)."""
-        self.writer.write(data)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
-        return status, await self.reader.readexactly(length)
-
-    def tcp_state(self) -> int:
-        return int(self._watch.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0])
-
-    def reset(self) -> None:
-        """Leave abruptly, as a client that gives up does."""
-        self._watch.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.close()
-
-    def close(self) -> None:
-        self.writer.transport.abort()
-        self._watch.close()
-
-
-async def ask_once(port: int, data: bytes) -> tuple[int, bytes]:
-    client = await Client.connect(port)
-    try:
-        return await client.ask(data)
-    finally:
-        client.close()
-
-
-async def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+from exporter.config import parse_network
+from testing.web_server import (
+    PASSWORD,
+    TCP_CLOSE,
+    Client,
+    ask_once,
+    request,
+    run,
+    serving,
+    wait_until,
+)
 
 
 def one_bcrypt(cost: int) -> tuple[float, float]:
@@ -310,7 +173,7 @@ def test_an_evicted_connection_is_reset_even_with_answers_unread(tmp_path: Path)
             reader = await Client.connect(served.port)
             assert (await reader.ask(request("/-/healthy")))[0] == 200
             newcomer = await Client.connect(served.port)
-            await wait_until(lambda: stuck.tcp_state() == _TCP_CLOSE, 2, "the reset")
+            await wait_until(lambda: stuck.tcp_state() == TCP_CLOSE, 2, "the reset")
             assert (await newcomer.ask(request("/-/healthy")))[0] == 200
             assert (await reader.ask(request("/-/healthy")))[0] == 200  # not evicted
             for client in (stuck, reader, newcomer):
@@ -336,7 +199,7 @@ def test_eviction_spares_an_authenticated_scraper_for_churning_newcomers(tmp_pat
                 churn.append(client)
             await asyncio.sleep(0.05)
             assert (await scraper.ask(request(auth=("prometheus", PASSWORD))))[0] == 200
-            assert sum(c.tcp_state() == _TCP_CLOSE for c in churn) == 4
+            assert sum(c.tcp_state() == TCP_CLOSE for c in churn) == 4
             for client in (scraper, *churn):
                 client.close()
 
@@ -357,7 +220,7 @@ def test_a_reload_that_refuses_a_client_resets_its_connections(tmp_path: Path) -
             elsewhere = replace(served.web, allow=(parse_network("10.0.0.0/8"),))
             await served.server.reconfigure(elsewhere, routes)
             for client in (idle, stuck):
-                await wait_until(lambda c=client: c.tcp_state() == _TCP_CLOSE, 2, "the reset")  # type: ignore[misc]
+                await wait_until(lambda c=client: c.tcp_state() == TCP_CLOSE, 2, "the reset")  # type: ignore[misc]
                 client.close()
 
     run(scenario)
@@ -371,7 +234,7 @@ def test_a_client_that_never_reads_is_reset_at_the_request_timeout(tmp_path: Pat
         async with serving(tmp_path, request_timeout=0.5, body=b"x" * 100_000) as served:
             stuck = await _stuck_reader(served.port)
             started = time.monotonic()
-            await wait_until(lambda: stuck.tcp_state() == _TCP_CLOSE, 5, "the reset")
+            await wait_until(lambda: stuck.tcp_state() == TCP_CLOSE, 5, "the reset")
             assert 0.4 < time.monotonic() - started < 3
             stuck.close()
 

@@ -147,7 +147,10 @@ async def serve(sock: socket.socket, slot: Slot, server: Server) -> None:
         if streams is None:
             sock.close()
         else:
-            streams.writer.transport.abort()  # nothing, if closed already
+            # Nothing, if closed already; but Python 3.11's TLS transport, closed by both
+            # sides, raises AttributeError here (3.12 checks): nothing is left to abort then.
+            with contextlib.suppress(AttributeError):
+                streams.writer.transport.abort()
 
 
 class _Unread(Exception):
