@@ -8,7 +8,6 @@ import asyncio
 import base64
 import contextlib
 import gc
-import http.client
 import logging
 import socket
 import ssl
@@ -27,7 +26,7 @@ from exporter.config import ListenAddress, WebConfig
 from exporter.log import Logger
 from exporter.web import Routes, Server
 from exporter.web.security.webconfig import read_web_security
-from testing.exporter_process import Reply
+from testing.exporter_process import Reply, get
 
 LOGGER = "test_web_server"
 PASSWORD = "correct horse"
@@ -279,26 +278,16 @@ class ServerThread:
     ) -> Reply:
         """One request on a fresh connection, with the server's ssl_context and auth unless
         told otherwise (auth=None: none)."""
-        context = ssl_context or self.ssl_context
-        conn = (
-            http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-            if context is None
-            else http.client.HTTPSConnection(
-                "127.0.0.1", self.port, timeout=timeout, context=context
-            )
-        )
         credentials = self.auth if auth is True else auth
-        headers = {}
-        if isinstance(credentials, tuple):
-            token = base64.b64encode(":".join(credentials).encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
-        try:
-            conn.request(method, path, headers=headers)
-            response = conn.getresponse()
-            body = response.read()
-            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
-        finally:
-            conn.close()
+        return get(
+            "127.0.0.1",
+            self.port,
+            path,
+            method=method,
+            timeout=timeout,
+            ssl_context=ssl_context or self.ssl_context,
+            auth=credentials if isinstance(credentials, tuple) else None,
+        )
 
     def log(self) -> str:
         return "\n".join(self._logs.lines)
