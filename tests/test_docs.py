@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_install import Moved, sh
+from test_install import Moved, installed_in, sh
 
 from exporter.config import CollectionConfig
 from exporter.sources.demo import DemoDatabase
@@ -216,14 +216,7 @@ def test_a_newcomer_following_the_readme_gets_a_first_scrape(
         {
             "python3 -m venv": "/usr/bin/python3 -m venv",  # Debian's, whatever PATH holds
             "pip install .": f"pip install --quiet {REPO}",
-            "/opt/tasks_exporter": str(prefix),
-            "/etc/tasks_exporter": str(etc),
-            "CHANGE-ME": pw,
-            "'tasks_exporter'@": f"'{user}'@",
-            "flasktest.tasks": db.qualified_table,
-            '"/run/mysqld/mysqld.sock"': f'"{db.server.socket}"',
-            'user = "tasks_exporter"': f'user = "{user}"',
-            'database = "flasktest"': f'database = "{db.database}"',
+            **installed_in(prefix, etc, db, user, pw),
             "127.0.0.1:9775": f"127.0.0.1:{port}",
         }
     )

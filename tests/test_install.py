@@ -60,6 +60,20 @@ class Moved:
         return text
 
 
+def installed_in(prefix: Path, etc: Path, db: TasksDB, user: str, pw: str) -> dict[str, str]:
+    """The docs' install and database places, moved to a test's directories and database."""
+    return {
+        "/opt/tasks_exporter": str(prefix),
+        "/etc/tasks_exporter": str(etc),
+        "CHANGE-ME": pw,
+        "'tasks_exporter'@": f"'{user}'@",
+        "flasktest.tasks": db.qualified_table,
+        '"/run/mysqld/mysqld.sock"': f'"{db.server.socket}"',
+        'user = "tasks_exporter"': f'user = "{user}"',
+        'database = "flasktest"': f'database = "{db.database}"',
+    }
+
+
 def sh(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
@@ -83,14 +97,7 @@ def test_the_production_steps_work_as_written(tmp_path: Path, tasks_db: TasksDB)
             ".venv/bin/python": sys.executable,
             "--outdir dist .": f"--outdir {tmp_path / 'dist'} {REPO}",
             "install dist/": f"install {tmp_path / 'dist'}/",
-            "/opt/tasks_exporter": str(prefix),
-            "/etc/tasks_exporter": str(etc),
-            "CHANGE-ME": pw,
-            "'tasks_exporter'@": f"'{user}'@",
-            "flasktest.tasks": db.qualified_table,
-            '"/run/mysqld/mysqld.sock"': f'"{db.server.socket}"',
-            'user = "tasks_exporter"': f'user = "{user}"',
-            'database = "flasktest"': f'database = "{db.database}"',
+            **installed_in(prefix, etc, db, user, pw),
         }
     )
 
